@@ -1,0 +1,54 @@
+"""Stage `distill`: trains the knowledge distiller on the concatenated MLSP features (models/distiller.pt)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from iaakd.features import load_concatenated
+from iaakd.metrics import mean_score, score_metrics
+from iaakd.plots import training_curves
+from iaakd.stages import common, data_access
+from iaakd.teacher import DistillerConfig, export_knowledge, train_distiller
+
+
+def main(_argv: list[str]) -> None:
+    params = common.load_params()
+    distiller_params = common.section(params, "distiller")
+    config = common.build_config(DistillerConfig, distiller_params, "distiller", ignore=("backbones",))
+    backbones = distiller_params.get("backbones") or []
+    available = common.section(params, "features").get("backbones", [])
+    common.require(backbones and all(b in available for b in backbones),
+                   f"params: distiller.backbones {backbones} must be a non-empty subset of features.backbones {available}")
+    common.require(config.keep in ("best", "last"), f"params: distiller.keep='{config.keep}' is not one of best, last")
+    frame = data_access.labels_with_split()
+    features, metadata = load_concatenated([common.FEATURES_DIR / b for b in backbones], frame["image_id"].tolist())
+    targets = data_access.ground_truth(frame)
+    parts = {name: (frame["split"] == name).to_numpy() for name in ("train", "val")}
+    common.require(parts["val"].sum() > 0, "split: the validation part is empty; raise split.val_fraction")
+    model, history = train_distiller(features[parts["train"]], targets[parts["train"]], features[parts["val"]], targets[parts["val"]], config, progress=common.show_progress())
+    common.DISTILLER_MODEL.parent.mkdir(parents=True, exist_ok=True)
+    staging = common.DISTILLER_MODEL.with_name(common.DISTILLER_MODEL.name + ".partial")
+    torch.save({"config": asdict(config), "backbones": backbones, "input_dim": features.shape[1],
+                "feature_metadata": metadata, "state_dict": model.state_dict()}, staging)
+    staging.replace(common.DISTILLER_MODEL)
+
+    results = {}
+    for name, mask in parts.items():
+        distribution, _ = export_knowledge(model, features[mask])
+        results[name] = score_metrics(distribution, targets[mask], mean_score(targets[mask]))
+    gap = None if results["train"]["srcc"] is None or results["val"]["srcc"] is None else results["train"]["srcc"] - results["val"]["srcc"]
+    best_epoch = min(history.rows, key=lambda row: row["val_loss"])["epoch"]
+    common.write_json(Path("metrics/distill.json"), {
+        **results, "train_val_srcc_gap": gap, "epochs": config.epochs, "kept_epoch": best_epoch if config.keep == "best" else config.epochs,
+        "input_dim": int(features.shape[1]), "teacher_feature_dim": model.feature_dim, "backbones": backbones,
+        "provenance": common.provenance(),
+    })
+    training_curves(history.rows, Path("plots/distill"), "distiller")
+    print(f"distill: val SRCC {results['val']['srcc']:.3f}, train SRCC {results['train']['srcc']:.3f}")
+
+
+if __name__ == "__main__":
+    common.run(main)

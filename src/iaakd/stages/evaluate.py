@@ -1,0 +1,90 @@
+"""Stage `evaluate`: teacher and student on the test split (metrics/evaluate.json, plots/evaluate/)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from iaakd.costs import backbone_costs, gmacs
+from iaakd.data.ava import CATEGORY_TAGS
+from iaakd.metrics import bootstrap_srcc_ci, mean_score, score_metrics, srcc
+from iaakd.models import count_parameters
+from iaakd.plots import predictions
+from iaakd.stages import common, data_access
+from iaakd.student import load_student, predict
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    seed: int = 0
+    bootstrap_resamples: int = 1000
+    cutoff: float = 5.0
+
+
+def teacher_costs(distiller_file: Path, height: int, width: int) -> tuple[float, float]:
+    saved = torch.load(distiller_file, map_location="cpu", weights_only=False)
+    params_m, macs = 0.0, 0.0
+    for backbone in saved["backbones"]:
+        backbone_params, backbone_macs = backbone_costs(backbone, height, width)
+        params_m += backbone_params
+        macs += backbone_macs
+    distiller_params = sum(value.numel() for key, value in saved["state_dict"].items() if key.endswith(("weight", "bias")))
+    distiller_macs = sum(value.numel() for key, value in saved["state_dict"].items() if key.endswith("weight") and value.dim() == 2)
+    return params_m + distiller_params / 1e6, macs + distiller_macs / 1e9
+
+
+def per_category(frame: pd.DataFrame, predicted: np.ndarray, cutoff: float) -> dict:
+    """Membership by AVA's two tags per image (the paper's Table IX), not by the category lists."""
+    results = {}
+    for name, tag in CATEGORY_TAGS.items():
+        member = ((frame["tag1"] == tag) | (frame["tag2"] == tag)).to_numpy()
+        if member.sum() == 0:
+            continue
+        metrics = score_metrics(predicted[member], None, frame["mean_score"].to_numpy()[member], cutoff)
+        results[name] = {"n": int(member.sum()), **{k: metrics[k] for k in ("srcc", "plcc", "acc")}}
+    return results
+
+
+def main(_argv: list[str]) -> None:
+    params = common.load_params()
+    config = common.build_config(EvaluateConfig, common.section(params, "evaluate"), "evaluate")
+    frame = data_access.labels_with_split()
+    train_above = (frame.loc[frame["split"] == "train", "mean_score"] > config.cutoff).mean()
+    test = frame[frame["split"] == "test"].reset_index(drop=True)
+    true_distribution, true_score = data_access.ground_truth(test), test["mean_score"].to_numpy()
+    teacher_distribution, _ = data_access.teacher_knowledge(test["image_id"].tolist())
+    student, preprocess, checkpoint = load_student(common.STUDENT_MODEL)
+    student_distribution = predict(student, test["path"].tolist(), preprocess, num_workers=common.num_workers_from_env(), progress=common.show_progress())
+
+    height, width = test.groupby(["height", "width"]).size().idxmax()  # the most common test image size
+    teacher_params, teacher_macs = teacher_costs(common.DISTILLER_MODEL, int(height), int(width))
+    size = preprocess.size
+    report = {"n": len(test)}
+    latent = test["latent_score"].to_numpy()
+    report["noise_ceiling_srcc"] = srcc(latent, true_score) if np.isfinite(latent).all() else None
+    for name, distribution, params_m, macs, input_size in (
+        ("teacher", teacher_distribution, teacher_params, teacher_macs, f"{width}x{height}"),
+        ("student", student_distribution, count_parameters(student) / 1e6, gmacs(student, (1, 3, size, size)), f"{size}x{size}"),
+    ):
+        metrics = score_metrics(distribution, true_distribution, true_score, config.cutoff)
+        metrics["srcc_ci95"] = bootstrap_srcc_ci(mean_score(distribution), true_score, config.seed, config.bootstrap_resamples)
+        report[name] = {**metrics, "params_m": params_m, "gmacs": macs, "gmacs_input": input_size}
+    # The constant predictor says "high" for everything when most training images are high (about 71 % on AVA).
+    constant_high = train_above >= 0.5
+    report["constant_predictor_acc"] = float(((true_score > config.cutoff) == constant_high).mean())
+    report["per_category"] = per_category(test, student_distribution, config.cutoff)
+    report["per_category_teacher"] = per_category(test, teacher_distribution, config.cutoff)
+    report["student_backbone"] = checkpoint["backbone"]
+    report["provenance"] = common.provenance()
+    common.write_json(Path("metrics/evaluate.json"), report)
+    predictions({"teacher": mean_score(teacher_distribution), "student": mean_score(student_distribution)}, true_score, config.cutoff, Path("plots/evaluate"))
+    print(f"evaluate: teacher SRCC {report['teacher']['srcc']:.3f}, student SRCC {report['student']['srcc']:.3f}, "
+          f"noise ceiling {report['noise_ceiling_srcc']}")
+
+
+if __name__ == "__main__":
+    common.run(main)
