@@ -36,7 +36,7 @@ def training_curves(rows: list[dict], folder: Path, title: str) -> None:
 def predictions(scores: dict[str, np.ndarray], true_score: np.ndarray, cutoff: float, folder: Path) -> None:
     """scatter.csv/png (predicted vs true mean score), histogram.png, confusion.csv/png at the cut-off."""
     folder.mkdir(parents=True, exist_ok=True)
-    frame = pd.DataFrame({"true": true_score, **{name: value for name, value in scores.items()}})
+    frame = pd.DataFrame({"true_score": true_score, **{name: value for name, value in scores.items()}})
     frame.to_csv(folder / "scatter.csv", index=False, float_format="%.5f")
     names = list(scores)
     figure, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4), squeeze=False)

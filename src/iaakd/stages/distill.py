@@ -37,7 +37,7 @@ def main(_argv: list[str]) -> None:
 
     results = {}
     for name, mask in parts.items():
-        distribution, _ = export_knowledge(model, features[mask])
+        _, distribution = export_knowledge(model, features[mask])
         results[name] = score_metrics(distribution, targets[mask], mean_score(targets[mask]))
     gap = None if results["train"]["srcc"] is None or results["val"]["srcc"] is None else results["train"]["srcc"] - results["val"]["srcc"]
     best_epoch = min(history.rows, key=lambda row: row["val_loss"])["epoch"]
