@@ -8,6 +8,8 @@ reason, so the stage can write ``skipped.csv`` and decide whether too many are m
 
 from __future__ import annotations
 
+import hashlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,14 +114,18 @@ def read_id_list(path: Path) -> list[str]:
     return ids
 
 
-def inspect_image(path: Path) -> tuple[int, int] | str:
-    """(width, height) after a full decode, or the reason the file cannot be used."""
+def inspect_image(path: Path) -> tuple[int, int, str] | str:
+    """(width, height, content hash) after a full decode, or the reason the file cannot be used.
+
+    The hash goes into the labels table, so a changed image changes it and DVC reruns what depends on it.
+    """
     if not path.is_file():
         return "missing"
     try:
-        with Image.open(path) as image:
+        content = path.read_bytes()
+        with Image.open(io.BytesIO(content)) as image:
             image.load()
-            return image.size
+            return image.size[0], image.size[1], hashlib.blake2b(content, digest_size=16).hexdigest()
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         return f"unreadable: {str(error).splitlines()[0][:100]}"
 
@@ -142,7 +148,7 @@ def load_ava(layout: AvaLayout, path_base: Path) -> tuple[pd.DataFrame, pd.DataF
         skipped.append({"image_id": image_id, "file": str(layout.ava_txt), "reason": "zero votes"})
     labels = labels.loc[vote_totals > 0].reset_index(drop=True)
 
-    widths, heights, paths, usable = [], [], [], []
+    widths, heights, hashes, paths, usable = [], [], [], [], []
     for image_id in labels["image_id"]:
         path = layout.images / f"{image_id}.jpg"
         found = inspect_image(path)
@@ -153,11 +159,13 @@ def load_ava(layout: AvaLayout, path_base: Path) -> tuple[pd.DataFrame, pd.DataF
         usable.append(True)
         widths.append(found[0])
         heights.append(found[1])
+        hashes.append(found[2])
         paths.append(_relative(path, path_base))
     labels = labels.loc[usable].reset_index(drop=True)
     labels["path"] = paths
     labels["width"] = np.array(widths, dtype=np.int64)
     labels["height"] = np.array(heights, dtype=np.int64)
+    labels["file_hash"] = hashes
     votes = np.stack(labels["votes"].to_numpy()) if len(labels) else np.zeros((0, 10))
     labels["n_votes"] = votes.sum(axis=1)
     labels["mean_score"] = votes @ np.arange(1, 11) / np.maximum(votes.sum(axis=1), 1)

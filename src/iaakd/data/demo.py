@@ -113,7 +113,7 @@ def draw_factors(rng: np.random.Generator) -> ImageFactors:
         exposure=float(rng.normal(0, 0.55)),
         contrast=float(np.exp(rng.uniform(np.log(0.45), np.log(1.5)))),
         saturation=float(rng.uniform(0.25, 1.7)),
-        sharpness=float(rng.uniform(0, 2.6) if rng.random() < 0.8 else 0.0),
+        sharpness=float(rng.uniform(0, 1.5) if rng.random() < 0.8 else 0.0),
         noise=float(rng.uniform(0, 20) if rng.random() < 0.8 else 0.0),
         jpeg=int(rng.integers(12, 96)),
         tilt=float(rng.normal(0, 4.0)),
@@ -299,9 +299,12 @@ def render_image(rng: np.random.Generator, category: str, size: tuple[int, int],
     image = image.rotate(factors.tilt, resample=Image.Resampling.BICUBIC)
     left, top = (canvas_size[0] - width) // 2, (canvas_size[1] - height) // 2
     image = image.crop((left, top, left + width, top + height))
-    # Texture: fine grain every photo has, so that blur has something to remove.
+    # Texture every photo has, at a few pixels' scale (so it survives downscaling, unlike sensor noise),
+    # plus a little fine grain: blur has something to remove, and noise something to hide in.
+    coarse = rng.normal(0, 9, (height // 3 + 1, width // 3 + 1)).astype(np.float32)
+    texture = np.asarray(Image.fromarray(coarse, mode="F").resize((width, height), Image.Resampling.BICUBIC))
     pixels = np.asarray(image, dtype=np.float32)
-    pixels += rng.normal(0, 6, (height, width, 1)).astype(np.float32)
+    pixels += texture[:, :, None] + rng.normal(0, 2, (height, width, 1)).astype(np.float32)
     image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
     if factors.sharpness > 0:
         image = image.filter(ImageFilter.GaussianBlur(factors.sharpness))

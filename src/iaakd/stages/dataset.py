@@ -34,6 +34,7 @@ def labels_table(labels: pd.DataFrame) -> pa.Table:
         "path": pa.array(labels["path"]),
         "width": pa.array(labels["width"], pa.int32()),
         "height": pa.array(labels["height"], pa.int32()),
+        "file_hash": pa.array(labels["file_hash"]),
         "votes": pa.FixedSizeListArray.from_arrays(pa.array(votes.reshape(-1)), 10),
         "n_votes": pa.array(labels["n_votes"], pa.int32()),
         "mean_score": pa.array(labels["mean_score"], pa.float64()),

@@ -1,0 +1,42 @@
+import numpy as np
+import pyarrow.dataset as ds
+import pytest
+
+from iaakd.errors import UserError
+from iaakd.features import PartWriter, load_concatenated, make_table, read_metadata, read_table, vector_column
+
+
+def test_parquet_round_trip_keeps_float16_ids_and_metadata(tmp_path):
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(7, 33)).astype(np.float16)
+    ids = [f"{100 + i}" for i in range(7)]
+    writer = PartWriter(tmp_path / "backbone")
+    writer.write(make_table({"image_id": ids[:4], "feature": features[:4]}, {"backbone": "x.y", "level_dims": [11, 22]}))
+    writer.write(make_table({"image_id": ids[4:], "feature": features[4:]}, {"backbone": "x.y", "level_dims": [11, 22]}))
+    assert not (tmp_path / "backbone").exists()  # nothing that looks complete before commit
+    writer.commit()
+    table = ds.dataset(str(tmp_path / "backbone")).to_table()
+    feature_type = table.schema.field("feature").type
+    assert feature_type.list_size == 33 and str(feature_type.value_type) == "halffloat"
+    order = np.argsort(table.column("image_id").to_pylist())
+    np.testing.assert_array_equal(vector_column(table, "feature", np.float16)[order], features)
+    assert read_metadata(tmp_path / "backbone") == {"backbone": "x.y", "level_dims": [11, 22]}
+    # 2 bytes per dimension plus little overhead (random data does not compress)
+    size = sum(p.stat().st_size for p in (tmp_path / "backbone").iterdir())
+    assert size > 7 * 33 * 2
+
+
+def test_load_concatenated_joins_on_id_not_row_order(tmp_path):
+    for name, offset in (("a", 0.0), ("b", 100.0)):
+        writer = PartWriter(tmp_path / name)
+        ids = ["3", "1", "2"] if name == "a" else ["2", "3", "1"]
+        values = np.array([[float(i) + offset] for i in ids], dtype=np.float16)
+        writer.write(make_table({"image_id": ids, "feature": values}, {}))
+        writer.commit()
+    matrix, _ = load_concatenated([tmp_path / "a", tmp_path / "b"], ["1", "2", "3"])
+    np.testing.assert_array_equal(matrix, [[1, 101], [2, 102], [3, 103]])
+    with pytest.raises(UserError, match=r"no features for image ids \['9'\]"):
+        load_concatenated([tmp_path / "a"], ["1", "9"])
+    with pytest.raises(UserError, match="feature folder not found"):
+        load_concatenated([tmp_path / "absent"], ["1"])
+    assert read_table(tmp_path / "a").num_rows == 3

@@ -1,0 +1,130 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+
+from iaakd.costs import backbone_costs
+from iaakd.errors import UserError
+from iaakd.models import MLSP, Distiller, Student, create_backbone, mlsp_level_dims, resolve_name
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("resnext101_32x8d", 3904),
+        ("resnext101_32x8d.fb_swsl_ig1b_ft_in1k", 3904),
+        ("resnet18", 1024),
+        ("tf_efficientnet_lite0", 1792),
+        ("tf_efficientnet_lite1", 1792),
+        ("tf_efficientnet_lite2", 1840),
+        ("resnetv2_152x4_bit.goog_in21k_ft_in1k", 15616),
+    ],
+)
+def test_mlsp_dimensions_on_the_meta_device(name, expected):
+    with torch.device("meta"):
+        model = timm.create_model(name, pretrained=False)
+        assert sum(mlsp_level_dims(model)) == expected
+        pooled = MLSP(model)(torch.empty(2, 3, 64, 96))
+    assert pooled.shape == (2, expected)
+
+
+def test_mlsp_equals_pooling_hooked_layers_by_hand_at_an_odd_size():
+    torch.manual_seed(0)
+    model = timm.create_model("resnet18", pretrained=False).eval()
+    by_hand = {}
+    for name in ("act1", "layer1", "layer2", "layer3", "layer4"):
+        dict(model.named_modules())[name].register_forward_hook(lambda _m, _i, out, name=name: by_hand.__setitem__(name, out))
+    images = torch.randn(2, 3, 203, 317)
+    with torch.no_grad():
+        pooled = MLSP(model)(images)
+    expected = torch.cat([by_hand[name].mean(dim=(2, 3)) for name in ("act1", "layer1", "layer2", "layer3", "layer4")], 1)
+    torch.testing.assert_close(pooled, expected)
+
+
+def test_mlsp_adds_the_head_conv_when_wider_than_the_last_stage():
+    torch.manual_seed(0)
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
+    levels = {}
+    for info in model.feature_info:
+        dict(model.named_modules())[info["module"]].register_forward_hook(lambda _m, _i, out, name=info["module"]: levels.__setitem__(name, out))
+    images = torch.randn(1, 3, 203, 317)
+    with torch.no_grad():
+        pooled = MLSP(model)(images)
+        head = model.forward_features(images)
+    expected = torch.cat([levels[info["module"]].mean(dim=(2, 3)) for info in model.feature_info] + [head.mean(dim=(2, 3))], 1)
+    assert expected.shape[1] == 1792
+    torch.testing.assert_close(pooled, expected)
+
+
+SKIMAGE_DATA = Path(__import__("skimage").__file__).parent / "data"
+
+
+@pytest.mark.parametrize("name", ["tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"])
+def test_packaged_weights_load_strictly_and_classify_real_photos(name):
+    model, weights = create_backbone(name, "auto")
+    assert weights.source == "packaged" and len(weights.sha256) == 64
+    model.eval()
+    config = timm.data.resolve_data_config({}, model=model)
+    assert config["mean"] == (0.5, 0.5, 0.5) and config["std"] == (0.5, 0.5, 0.5)
+    transform = timm.data.create_transform(**config)
+    for file_name, allowed in (("chelsea.png", range(281, 286)), ("coffee.png", [967])):  # cats; espresso
+        image = Image.open(SKIMAGE_DATA / file_name).convert("RGB")
+        with torch.no_grad():
+            top_class = model(transform(image)[None]).argmax(1).item()
+        assert top_class in allowed, f"{name} calls {file_name} class {top_class}"
+
+
+def test_missing_weights_fail_with_a_clear_message_never_random():
+    with pytest.raises(UserError, match="no pretrained weights for 'resnet18.a1_in1k' found offline.*weights=random"):
+        create_backbone("resnet18", "auto")
+
+
+def test_unknown_backbone_suggests_close_names():
+    with pytest.raises(UserError, match="unknown backbone 'tf_efficientnet_lite9'.*did you mean.*tf_efficientnet_lite"):
+        resolve_name("tf_efficientnet_lite9")
+
+
+def test_deprecated_alias_is_refused():
+    with pytest.raises(UserError, match="deprecated timm alias"):
+        resolve_name("ig_resnext101_32x48d")
+
+
+def test_bare_name_resolves_to_timm_default_tag():
+    assert resolve_name("tf_efficientnet_lite0") == "tf_efficientnet_lite0.in1k"
+    with pytest.raises(UserError, match="no tag"):
+        resolve_name("resnet18.nonexistent_tag")
+
+
+def test_weights_file_path_loads_and_bad_file_is_a_clear_error(tmp_path):
+    model, _ = create_backbone("resnet18", "random", num_classes=0)
+    torch.save(model.state_dict(), tmp_path / "resnet18.pth")
+    loaded, weights = create_backbone("resnet18", str(tmp_path / "resnet18.pth"), num_classes=0)
+    assert weights.source == "file"
+    torch.testing.assert_close(loaded.state_dict()["conv1.weight"], model.state_dict()["conv1.weight"])
+    (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="cannot read weights file"):
+        create_backbone("resnet18", str(tmp_path / "broken.pth"))
+    with pytest.raises(UserError, match="weights file not found"):
+        create_backbone("resnet18", str(tmp_path / "absent.pth"))
+
+
+def test_distiller_and_student_shapes():
+    distiller = Distiller(40, [16, 8], dropout=0.1).eval()
+    distribution, feature = distiller(torch.randn(5, 40))
+    assert distribution.shape == (5, 10) and feature.shape == (5, 8)
+    torch.testing.assert_close(distribution.sum(1), torch.ones(5))
+    backbone, _ = create_backbone("resnet18", "random", num_classes=0)
+    distribution, feature = Student(backbone, 8).eval()(torch.randn(2, 3, 64, 64))
+    assert distribution.shape == (2, 10) and feature.shape == (2, 8) and (feature >= 0).all()
+
+
+def test_gmacs_in_the_papers_unit():
+    # The paper: ResNeXt101 32x8d costs 16.4 G "FLOPs" (MACs) at 224x224 and 30.6 G at 300x300.
+    params_m, macs = backbone_costs("resnext101_32x8d", 224, 224, mlsp=False)
+    assert params_m == pytest.approx(86.7, abs=0.5)  # without the classifier
+    assert macs == pytest.approx(16.4, abs=0.2)
+    assert backbone_costs("resnext101_32x8d", 300, 300, mlsp=False)[1] == pytest.approx(30.6, abs=0.6)
+    assert np.isfinite(macs)
