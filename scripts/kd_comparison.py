@@ -34,13 +34,19 @@ def summarise(runs: list[dict]) -> dict:
     for key in ("srcc", "plcc", "acc", "emd"):
         values = [run[key] for run in runs if run[key] is not None]
         if values:
-            summary[key] = {"mean": float(np.mean(values)), "min": float(np.min(values)), "max": float(np.max(values)),
-                            "spread": float(np.max(values) - np.min(values))}
+            summary[key] = {
+                "mean": float(np.mean(values)),
+                "min": float(np.min(values)),
+                "max": float(np.max(values)),
+                "spread": float(np.max(values) - np.min(values)),
+            }
     return summary
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=None, help="override student.epochs (smoke tests)")
     parser.add_argument("--out", type=Path, default=Path("results/kd_comparison.json"))
@@ -80,7 +86,9 @@ def main() -> None:
         for seed in args.seeds:
             config = dataclasses.replace(base, seed=seed, kd=kd)
             print(f"--- {name}, seed {seed}", flush=True)
-            model, preprocess, _, _ = train_student(config, train, val, train.teacher_feature.shape[1], progress=common.show_progress())
+            model, preprocess, _, _ = train_student(
+                config, train, val, train.teacher_feature.shape[1], progress=common.show_progress()
+            )
             runs.append({"seed": seed, **test_metrics(predict(model, test["path"].tolist(), preprocess))})
         results["runs"][name] = runs
         results["summary"][name] = summarise(runs)

@@ -12,8 +12,6 @@ from iaakd.data.splits import SplitConfig, make_split
 from iaakd.errors import UserError
 
 
-
-
 def test_demo_is_in_ava_layout_and_read_by_the_ava_reader(tiny_demo, tmp_path):
     labels, skipped = load_ava(AvaLayout(tiny_demo), tiny_demo)
     assert len(labels) == 48 and len(skipped) == 0
@@ -26,7 +24,9 @@ def test_demo_is_in_ava_layout_and_read_by_the_ava_reader(tiny_demo, tmp_path):
     assert len(test_ids) == 12
     category_test = set()
     for name in CATEGORIES:
-        category_test |= set(read_id_list(tiny_demo / "AVA_dataset" / "aesthetics_image_lists" / f"{name}_test.jpgl"))
+        category_test |= set(
+            read_id_list(tiny_demo / "AVA_dataset" / "aesthetics_image_lists" / f"{name}_test.jpgl")
+        )
     assert category_test == set(test_ids)
     assert (tiny_demo / "ilgnet_split" / "AVA1_val.txt").read_text().split("\n")[0].endswith((" 0", " 1"))
 
@@ -35,7 +35,9 @@ def test_demo_is_deterministic_from_its_seed(tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"
     generate_demo(first, DemoConfig(num_images=16, seed=5), progress=False)
     generate_demo(second, DemoConfig(num_images=16, seed=5), progress=False)
-    assert (first / "AVA_dataset" / "AVA.txt").read_bytes() == (second / "AVA_dataset" / "AVA.txt").read_bytes()
+    assert (first / "AVA_dataset" / "AVA.txt").read_bytes() == (
+        second / "AVA_dataset" / "AVA.txt"
+    ).read_bytes()
     assert (first / "images" / "100001.jpg").read_bytes() == (second / "images" / "100001.jpg").read_bytes()
 
 
@@ -78,7 +80,9 @@ def _probe_r2(features: np.ndarray, target: np.ndarray, ridge: float = 1.0) -> f
     for fold in range(5):
         train, test = folds != fold, folds == fold
         x_train = np.c_[features[train], np.ones(train.sum())]
-        weights = np.linalg.solve(x_train.T @ x_train + ridge * np.eye(x_train.shape[1]), x_train.T @ target[train])
+        weights = np.linalg.solve(
+            x_train.T @ x_train + ridge * np.eye(x_train.shape[1]), x_train.T @ target[train]
+        )
         predictions[test] = np.c_[features[test], np.ones(test.sum())] @ weights
     return 1 - ((predictions - target) ** 2).sum() / ((target - target.mean()) ** 2).sum()
 
@@ -90,7 +94,9 @@ def _detail_features(image: Image.Image) -> np.ndarray:
     for step in (1, 2, 3, 4, 6):
         for difference in (grey[:, step:] - grey[:, :-step], grey[step:, :] - grey[:-step, :]):
             magnitude = np.abs(difference)
-            values += [np.log1p(np.mean(difference**2))] + [np.log1p(np.percentile(magnitude, q)) for q in (25, 50, 90)]
+            values += [np.log1p(np.mean(difference**2))] + [
+                np.log1p(np.percentile(magnitude, q)) for q in (25, 50, 90)
+            ]
     return np.array(values)
 
 
@@ -151,7 +157,9 @@ def test_random_folds_are_disjoint_and_reproducible():
     ids = pd.Series([str(i) for i in range(90)])
     tests = []
     for fold in range(3):
-        split = make_split(ids, SplitConfig(name="random", num_folds=3, fold=fold, test_size=30, seed=7, val_fraction=0.1))
+        split = make_split(
+            ids, SplitConfig(name="random", num_folds=3, fold=fold, test_size=30, seed=7, val_fraction=0.1)
+        )
         tests.append(set(split.loc[split["split"] == "test", "image_id"]))
         assert len(tests[-1]) == 30 and len(split) == 90
     assert tests[0].isdisjoint(tests[1]) and tests[1].isdisjoint(tests[2])

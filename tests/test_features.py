@@ -11,8 +11,16 @@ def test_parquet_round_trip_keeps_float16_ids_and_metadata(tmp_path):
     features = rng.normal(size=(7, 33)).astype(np.float16)
     ids = [f"{100 + i}" for i in range(7)]
     writer = PartWriter(tmp_path / "backbone")
-    writer.write(make_table({"image_id": ids[:4], "feature": features[:4]}, {"backbone": "x.y", "level_dims": [11, 22]}))
-    writer.write(make_table({"image_id": ids[4:], "feature": features[4:]}, {"backbone": "x.y", "level_dims": [11, 22]}))
+    writer.write(
+        make_table(
+            {"image_id": ids[:4], "feature": features[:4]}, {"backbone": "x.y", "level_dims": [11, 22]}
+        )
+    )
+    writer.write(
+        make_table(
+            {"image_id": ids[4:], "feature": features[4:]}, {"backbone": "x.y", "level_dims": [11, 22]}
+        )
+    )
     assert not (tmp_path / "backbone").exists()  # nothing that looks complete before commit
     writer.commit()
     table = ds.dataset(str(tmp_path / "backbone")).to_table()

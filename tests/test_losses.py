@@ -43,10 +43,18 @@ def test_emd_rejects_mismatched_shapes():
 
 
 def test_kd_loss_is_emd_plus_weighted_feature_mse():
-    teacher_distribution, student_distribution = torch.softmax(torch.randn(3, 10), 1), torch.softmax(torch.randn(3, 10), 1)
+    teacher_distribution, student_distribution = (
+        torch.softmax(torch.randn(3, 10), 1),
+        torch.softmax(torch.randn(3, 10), 1),
+    )
     teacher_feature, student_feature = torch.randn(3, 8), torch.randn(3, 8)
-    expected = emd(teacher_distribution, student_distribution) + 0.5 * ((teacher_feature - student_feature) ** 2).mean()
-    got = kd_loss(student_distribution, student_feature, teacher_distribution, teacher_feature, feature_weight=0.5)
+    expected = (
+        emd(teacher_distribution, student_distribution)
+        + 0.5 * ((teacher_feature - student_feature) ** 2).mean()
+    )
+    got = kd_loss(
+        student_distribution, student_feature, teacher_distribution, teacher_feature, feature_weight=0.5
+    )
     assert got.item() == pytest.approx(expected.item(), rel=1e-6)
 
 

@@ -2,7 +2,16 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from iaakd.metrics import binary_accuracy, bootstrap_srcc_ci, emd_numpy, mean_score, plcc, round_floats, score_metrics, srcc
+from iaakd.metrics import (
+    binary_accuracy,
+    bootstrap_srcc_ci,
+    emd_numpy,
+    mean_score,
+    plcc,
+    round_floats,
+    score_metrics,
+    srcc,
+)
 
 
 def test_mean_score_of_distributions():

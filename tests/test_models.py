@@ -36,11 +36,15 @@ def test_mlsp_equals_pooling_hooked_layers_by_hand_at_an_odd_size():
     model = timm.create_model("resnet18", pretrained=False).eval()
     by_hand = {}
     for name in ("act1", "layer1", "layer2", "layer3", "layer4"):
-        dict(model.named_modules())[name].register_forward_hook(lambda _m, _i, out, name=name: by_hand.__setitem__(name, out))
+        dict(model.named_modules())[name].register_forward_hook(
+            lambda _m, _i, out, name=name: by_hand.__setitem__(name, out)
+        )
     images = torch.randn(2, 3, 203, 317)
     with torch.no_grad():
         pooled = MLSP(model)(images)
-    expected = torch.cat([by_hand[name].mean(dim=(2, 3)) for name in ("act1", "layer1", "layer2", "layer3", "layer4")], 1)
+    expected = torch.cat(
+        [by_hand[name].mean(dim=(2, 3)) for name in ("act1", "layer1", "layer2", "layer3", "layer4")], 1
+    )
     torch.testing.assert_close(pooled, expected)
 
 
@@ -49,12 +53,16 @@ def test_mlsp_adds_the_head_conv_when_wider_than_the_last_stage():
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
     levels = {}
     for info in model.feature_info:
-        dict(model.named_modules())[info["module"]].register_forward_hook(lambda _m, _i, out, name=info["module"]: levels.__setitem__(name, out))
+        dict(model.named_modules())[info["module"]].register_forward_hook(
+            lambda _m, _i, out, name=info["module"]: levels.__setitem__(name, out)
+        )
     images = torch.randn(1, 3, 203, 317)
     with torch.no_grad():
         pooled = MLSP(model)(images)
         head = model.forward_features(images)
-    expected = torch.cat([levels[info["module"]].mean(dim=(2, 3)) for info in model.feature_info] + [head.mean(dim=(2, 3))], 1)
+    expected = torch.cat(
+        [levels[info["module"]].mean(dim=(2, 3)) for info in model.feature_info] + [head.mean(dim=(2, 3))], 1
+    )
     assert expected.shape[1] == 1792
     torch.testing.assert_close(pooled, expected)
 
@@ -78,12 +86,16 @@ def test_packaged_weights_load_strictly_and_classify_real_photos(name):
 
 
 def test_missing_weights_fail_with_a_clear_message_never_random():
-    with pytest.raises(UserError, match="no pretrained weights for 'resnet18.a1_in1k' found offline.*weights=random"):
+    with pytest.raises(
+        UserError, match="no pretrained weights for 'resnet18.a1_in1k' found offline.*weights=random"
+    ):
         create_backbone("resnet18", "auto")
 
 
 def test_unknown_backbone_suggests_close_names():
-    with pytest.raises(UserError, match="unknown backbone 'tf_efficientnet_lite9'.*did you mean.*tf_efficientnet_lite"):
+    with pytest.raises(
+        UserError, match="unknown backbone 'tf_efficientnet_lite9'.*did you mean.*tf_efficientnet_lite"
+    ):
         resolve_name("tf_efficientnet_lite9")
 
 

@@ -40,7 +40,9 @@ class Extractor:
         backbone, weights = create_backbone(config.backbone, config.weights)
         mean, std = normalisation(backbone)
         mlsp = MLSP(backbone).eval().to(device)
-        full_name = f"{backbone.pretrained_cfg['architecture']}.{backbone.pretrained_cfg.get('tag', '')}".rstrip(".")
+        full_name = (
+            f"{backbone.pretrained_cfg['architecture']}.{backbone.pretrained_cfg.get('tag', '')}".rstrip(".")
+        )
         return cls(mlsp, Preprocess(mean=mean, std=std, size=config.input_size), weights, full_name)
 
 
@@ -61,10 +63,20 @@ def extract_features(
     progress: bool = True,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yields (row indices, float16 MLSP features) batch by batch; decoding overlaps compute when workers > 0."""
-    input_sizes = sizes if config.input_size is None else [(config.input_size, config.input_size)] * len(paths)
+    input_sizes = (
+        sizes if config.input_size is None else [(config.input_size, config.input_size)] * len(paths)
+    )
     batches = same_size_batches(input_sizes, config.batch_size)
-    loader = DataLoader(ImageDataset(paths, extractor.preprocess), batch_sampler=batches, num_workers=num_workers, pin_memory=device.type == "cuda")
-    with torch.inference_mode(), tqdm(total=len(paths), desc=f"extract {extractor.full_name}", disable=not progress) as bar:
+    loader = DataLoader(
+        ImageDataset(paths, extractor.preprocess),
+        batch_sampler=batches,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+    )
+    with (
+        torch.inference_mode(),
+        tqdm(total=len(paths), desc=f"extract {extractor.full_name}", disable=not progress) as bar,
+    ):
         for indices, images in loader:
             images = images.to(device, non_blocking=True)
             with autocast_context(device, config.precision):

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
-import pandas as pd
 
 from iaakd.errors import UserError
 
@@ -37,7 +37,10 @@ def vector_column(table: pa.Table, name: str, dtype: type = np.float32) -> np.nd
 
 
 def make_table(columns: dict[str, object], metadata: dict) -> pa.Table:
-    arrays = {name: vector_array(value) if isinstance(value, np.ndarray) and value.ndim == 2 else pa.array(value) for name, value in columns.items()}
+    arrays = {
+        name: vector_array(value) if isinstance(value, np.ndarray) and value.ndim == 2 else pa.array(value)
+        for name, value in columns.items()
+    }
     table = pa.table(arrays)
     return table.replace_schema_metadata({METADATA_KEY: json.dumps(metadata, sort_keys=True).encode()})
 

@@ -85,7 +85,9 @@ def score_metrics(
         "srcc": srcc(predicted_score, target_score),
         "plcc": plcc(predicted_score, target_score),
         "acc": binary_accuracy(predicted_score, target_score, cutoff),
-        "emd": emd_numpy(target_distribution, predicted_distribution) if target_distribution is not None else None,
+        "emd": emd_numpy(target_distribution, predicted_distribution)
+        if target_distribution is not None
+        else None,
     }
 
 

@@ -40,7 +40,10 @@ def predictions(scores: dict[str, np.ndarray], true_score: np.ndarray, cutoff: f
     frame.to_csv(folder / "scatter.csv", index=False, float_format="%.5f")
     names = list(scores)
     figure, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4), squeeze=False)
-    low, high = float(min(true_score.min(), *(s.min() for s in scores.values()))), float(max(true_score.max(), *(s.max() for s in scores.values())))
+    low, high = (
+        float(min(true_score.min(), *(s.min() for s in scores.values()))),
+        float(max(true_score.max(), *(s.max() for s in scores.values()))),
+    )
     for axis, name in zip(axes[0], names, strict=True):
         axis.scatter(true_score, scores[name], s=8, alpha=0.6)
         axis.plot([low, high], [low, high], color="grey", linewidth=1)
@@ -68,12 +71,25 @@ def predictions(scores: dict[str, np.ndarray], true_score: np.ndarray, cutoff: f
         matrix = np.zeros((2, 2), dtype=int)
         for actual, predicted in zip(true_score > cutoff, scores[name] > cutoff, strict=True):
             matrix[int(actual), int(predicted)] += 1
-            rows.append({"model": name, "actual": "high" if actual else "low", "predicted": "high" if predicted else "low"})
+            rows.append(
+                {
+                    "model": name,
+                    "actual": "high" if actual else "low",
+                    "predicted": "high" if predicted else "low",
+                }
+            )
         axis.imshow(matrix, cmap="Blues")
         for (i, j), count in np.ndenumerate(matrix):
             axis.text(j, i, str(count), ha="center", va="center")
-        axis.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["low", "high"], yticklabels=["low", "high"],
-                 xlabel="predicted", ylabel="actual", title=f"{name} (cut-off {cutoff:g})")
+        axis.set(
+            xticks=[0, 1],
+            yticks=[0, 1],
+            xticklabels=["low", "high"],
+            yticklabels=["low", "high"],
+            xlabel="predicted",
+            ylabel="actual",
+            title=f"{name} (cut-off {cutoff:g})",
+        )
     figure.tight_layout()
     figure.savefig(folder / "confusion.png", dpi=100, metadata={"Software": None})
     plt.close(figure)

@@ -66,7 +66,11 @@ class _TargetDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         image = self.preprocess(load_rgb(self.data.paths[index]))
         if self.use_teacher:
-            return image, torch.from_numpy(self.data.teacher_distribution[index]), torch.from_numpy(self.data.teacher_feature[index])
+            return (
+                image,
+                torch.from_numpy(self.data.teacher_distribution[index]),
+                torch.from_numpy(self.data.teacher_feature[index]),
+            )
         return image, torch.from_numpy(self.data.ground_truth[index])
 
 
@@ -77,9 +81,18 @@ def build_student(config: StudentConfig, feature_dim: int) -> tuple[Student, Pre
     return Student(backbone, feature_dim), preprocess, weights_info.as_dict()
 
 
-def predict(model: Student, paths: list[str], preprocess: Preprocess, batch_size: int = 32, num_workers: int = 0, progress: bool = False) -> np.ndarray:
+def predict(
+    model: Student,
+    paths: list[str],
+    preprocess: Preprocess,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    progress: bool = False,
+) -> np.ndarray:
     """Predicted distributions (n, 10) for image files."""
-    dataset = _TargetDataset(StudentData(paths, np.zeros((len(paths), 10), np.float32)), preprocess, use_teacher=False)
+    dataset = _TargetDataset(
+        StudentData(paths, np.zeros((len(paths), 10), np.float32)), preprocess, use_teacher=False
+    )
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
     model.eval()
     outputs = []
@@ -105,10 +118,18 @@ def train_student(
             raise UserError("student.kd.enabled is true but no teacher knowledge was given")
         if config.kd.shuffle:
             order = np.random.default_rng(config.seed).permutation(len(train.paths))
-            train = StudentData(train.paths, train.ground_truth, train.teacher_distribution[order], train.teacher_feature[order])
+            train = StudentData(
+                train.paths,
+                train.ground_truth,
+                train.teacher_distribution[order],
+                train.teacher_feature[order],
+            )
     loader = DataLoader(
         _TargetDataset(train, preprocess, use_teacher=config.kd.enabled),
-        batch_size=config.batch_size, shuffle=True, generator=generator, num_workers=num_workers,
+        batch_size=config.batch_size,
+        shuffle=True,
+        generator=generator,
+        num_workers=num_workers,
         drop_last=len(train.paths) > config.batch_size,
     )
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -117,7 +138,9 @@ def train_student(
     for epoch in range(1, config.epochs + 1):
         model.train()
         losses = []
-        for batch in tqdm(loader, desc=f"student epoch {epoch}/{config.epochs}", disable=not progress, leave=False):
+        for batch in tqdm(
+            loader, desc=f"student epoch {epoch}/{config.epochs}", disable=not progress, leave=False
+        ):
             distribution, aesthetic_feature = model(batch[0])
             if config.kd.enabled:
                 loss = kd_loss(distribution, aesthetic_feature, batch[1], batch[2], config.kd.feature_weight)
@@ -139,20 +162,29 @@ def train_student(
         )
         if progress:
             row = history.rows[-1]
-            tqdm.write(f"student epoch {epoch}: train loss {row['train_loss']:.4f}, val EMD {row['val_emd']:.4f}, val SRCC {row['val_srcc']}")
+            tqdm.write(
+                f"student epoch {epoch}: train loss {row['train_loss']:.4f}, val EMD {row['val_emd']:.4f}, val SRCC {row['val_srcc']}"
+            )
     model.eval()
     return model, preprocess, weights_source, history
 
 
-def save_student(path: Path, model: Student, preprocess: Preprocess, config: StudentConfig, weights_source: dict) -> None:
+def save_student(
+    path: Path, model: Student, preprocess: Preprocess, config: StudentConfig, weights_source: dict
+) -> None:
     """A self-describing checkpoint: architecture, input and normalisation, head sizes, weights source."""
     checkpoint = {
         "format": CHECKPOINT_FORMAT,
-        "backbone": model.backbone.pretrained_cfg["architecture"] + "." + model.backbone.pretrained_cfg.get("tag", ""),
+        "backbone": model.backbone.pretrained_cfg["architecture"]
+        + "."
+        + model.backbone.pretrained_cfg.get("tag", ""),
         "weights_source": weights_source,
         "preprocess": preprocess.as_dict(),
         "feature_dim": model.output.in_features,
-        "head": {"to_feature": [model.backbone.num_features, model.output.in_features], "output": [model.output.in_features, 10]},
+        "head": {
+            "to_feature": [model.backbone.num_features, model.output.in_features],
+            "output": [model.output.in_features, 10],
+        },
         "config": asdict(config),
         "state_dict": model.state_dict(),
     }
@@ -174,5 +206,7 @@ def load_student(path: Path) -> tuple[Student, Preprocess, dict]:
     model.load_state_dict(checkpoint["state_dict"])
     model.eval()
     p = checkpoint["preprocess"]
-    preprocess = Preprocess(mean=tuple(p["mean"]), std=tuple(p["std"]), size=p["size"], resize_filter=p["resize_filter"])
+    preprocess = Preprocess(
+        mean=tuple(p["mean"]), std=tuple(p["std"]), size=p["size"], resize_filter=p["resize_filter"]
+    )
     return model, preprocess, checkpoint

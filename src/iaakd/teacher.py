@@ -44,7 +44,9 @@ def set_seed(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _predict(model: torch.nn.Module, features: torch.Tensor, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+def _predict(
+    model: torch.nn.Module, features: torch.Tensor, batch_size: int = 1024
+) -> tuple[np.ndarray, np.ndarray]:
     model.eval()
     distributions, aesthetic_features = [], []
     with torch.no_grad():
@@ -76,7 +78,13 @@ def train_distiller(
     scheduler = torch.optim.lr_scheduler.StepLR(optimiser, step_size=config.lr_step_epochs, gamma=0.1)
     train_x, train_y = torch.from_numpy(train_features).float(), torch.from_numpy(train_targets).float()
     val_x, val_y = torch.from_numpy(val_features).float(), torch.from_numpy(val_targets).float()
-    loader = DataLoader(TensorDataset(train_x, train_y), batch_size=config.batch_size, shuffle=True, generator=generator, drop_last=len(train_x) > config.batch_size)
+    loader = DataLoader(
+        TensorDataset(train_x, train_y),
+        batch_size=config.batch_size,
+        shuffle=True,
+        generator=generator,
+        drop_last=len(train_x) > config.batch_size,
+    )
     history = TrainingHistory()
     best_state, best_val_loss = None, float("inf")
     for epoch in tqdm(range(1, config.epochs + 1), desc="distiller", disable=not progress):
@@ -90,7 +98,9 @@ def train_distiller(
         scheduler.step()
         train_loss, train_srcc = _evaluate(model, train_x, train_y)
         val_loss, val_srcc = _evaluate(model, val_x, val_y)
-        history.add(epoch=epoch, train_loss=train_loss, val_loss=val_loss, train_srcc=train_srcc, val_srcc=val_srcc)
+        history.add(
+            epoch=epoch, train_loss=train_loss, val_loss=val_loss, train_srcc=train_srcc, val_srcc=val_srcc
+        )
         if val_loss < best_val_loss:
             best_val_loss, best_state = val_loss, copy.deepcopy(model.state_dict())
     if config.keep == "best" and best_state is not None:

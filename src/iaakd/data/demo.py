@@ -34,12 +34,29 @@ CATEGORIES: dict[str, int] = {
     "stilllife": 18,
 }
 OTHER_TAGS: dict[int, str] = {
-    7: "Sky", 10: "Urban", 15: "Nature", 21: "Black and White", 22: "Macro", 23: "Travel",
-    27: "Rural", 28: "Water", 29: "Studio", 35: "Seascapes", 6: "Interior", 1: "Abstract",
+    7: "Sky",
+    10: "Urban",
+    15: "Nature",
+    21: "Black and White",
+    22: "Macro",
+    23: "Travel",
+    27: "Rural",
+    28: "Water",
+    29: "Studio",
+    35: "Seascapes",
+    6: "Interior",
+    1: "Abstract",
 }
 TAG_NAMES: dict[int, str] = {
-    19: "Animals", 20: "Architecture", 2: "Cityscape", 38: "Floral", 40: "Food and Drink",
-    14: "Landscape", 17: "Portraiture", 18: "Still Life", **OTHER_TAGS,
+    19: "Animals",
+    20: "Architecture",
+    2: "Cityscape",
+    38: "Floral",
+    40: "Food and Drink",
+    14: "Landscape",
+    17: "Portraiture",
+    18: "Still Life",
+    **OTHER_TAGS,
 }
 # (width, height) of the few aspect ratios, so that equal-size batching at full resolution works.
 SIZES: tuple[tuple[int, int], ...] = ((320, 240), (240, 320), (320, 214), (288, 288), (320, 180))
@@ -123,6 +140,7 @@ def draw_factors(rng: np.random.Generator) -> ImageFactors:
 
 # --- content ---------------------------------------------------------------------------------------
 
+
 def _colour(rng: np.random.Generator, base: tuple[int, int, int], jitter: int = 30) -> tuple[int, int, int]:
     return tuple(int(np.clip(value + rng.integers(-jitter, jitter + 1), 0, 255)) for value in base)
 
@@ -133,7 +151,9 @@ def _vertical_gradient(width: int, height: int, top: tuple, bottom: tuple) -> Im
     return Image.fromarray(np.broadcast_to(pixels, (height, width, 3)).astype(np.uint8))
 
 
-def _subject_centre(rng: np.random.Generator, placement: float, width: int, height: int) -> tuple[float, float]:
+def _subject_centre(
+    rng: np.random.Generator, placement: float, width: int, height: int
+) -> tuple[float, float]:
     """A point at distance ``placement`` (in image fractions) from a random rule-of-thirds point."""
     third_x, third_y = rng.choice([1 / 3, 2 / 3]), rng.choice([1 / 3, 2 / 3])
     angle = rng.uniform(0, 2 * math.pi)
@@ -154,7 +174,10 @@ def _draw_landscape(rng, width, height, centre):
         draw.polygon(ridge, fill=_colour(rng, base))
     draw.rectangle([0, horizon, width, height], fill=_colour(rng, (80, 140, 60)))
     x, y = centre
-    draw.ellipse([x - 0.06 * width, y - 0.06 * width, x + 0.06 * width, y + 0.06 * width], fill=_colour(rng, (250, 220, 120)))
+    draw.ellipse(
+        [x - 0.06 * width, y - 0.06 * width, x + 0.06 * width, y + 0.06 * width],
+        fill=_colour(rng, (250, 220, 120)),
+    )
     return image
 
 
@@ -172,7 +195,10 @@ def _draw_cityscape(rng, width, height, centre):
                     draw.rectangle([wx, wy, wx + 3, wy + 4], fill=_colour(rng, (240, 220, 140), 15))
         x += building_width + rng.uniform(1, 4)
     cx, cy = centre
-    draw.rectangle([cx - 0.05 * width, cy - 0.25 * height, cx + 0.05 * width, height], fill=_colour(rng, (30, 30, 40), 10))
+    draw.rectangle(
+        [cx - 0.05 * width, cy - 0.25 * height, cx + 0.05 * width, height],
+        fill=_colour(rng, (30, 30, 40), 10),
+    )
     return image
 
 
@@ -184,7 +210,10 @@ def _draw_architecture(rng, width, height, centre):
     base_y, top_y = height * 0.92, cy - 0.15 * height
     stone = _colour(rng, (200, 185, 160))
     draw.rectangle([cx - half, top_y, cx + half, base_y], fill=stone)
-    draw.polygon([(cx - half * 1.1, top_y), (cx, top_y - 0.2 * height), (cx + half * 1.1, top_y)], fill=_colour(rng, (150, 80, 60)))
+    draw.polygon(
+        [(cx - half * 1.1, top_y), (cx, top_y - 0.2 * height), (cx + half * 1.1, top_y)],
+        fill=_colour(rng, (150, 80, 60)),
+    )
     for column in np.linspace(cx - half * 0.85, cx + half * 0.85, 6):
         draw.rectangle([column - 3, top_y + 6, column + 3, base_y], fill=_colour(rng, (235, 230, 215), 10))
     draw.rectangle([0, base_y, width, height], fill=_colour(rng, (120, 120, 110)))
@@ -203,7 +232,10 @@ def _draw_floral(rng, width, height, centre):
     for angle in np.linspace(0, 2 * math.pi, int(rng.integers(5, 9)), endpoint=False):
         px, py = cx + radius * math.cos(angle), cy + radius * math.sin(angle)
         draw.ellipse([px - radius * 0.6, py - radius * 0.6, px + radius * 0.6, py + radius * 0.6], fill=petal)
-    draw.ellipse([cx - radius * 0.45, cy - radius * 0.45, cx + radius * 0.45, cy + radius * 0.45], fill=_colour(rng, (240, 200, 40)))
+    draw.ellipse(
+        [cx - radius * 0.45, cy - radius * 0.45, cx + radius * 0.45, cy + radius * 0.45],
+        fill=_colour(rng, (240, 200, 40)),
+    )
     return image
 
 
@@ -217,7 +249,11 @@ def _draw_fooddrink(rng, width, height, centre):
     draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=_colour(rng, (245, 245, 240), 8))
     for _ in range(int(rng.integers(4, 9))):
         angle, distance = rng.uniform(0, 2 * math.pi), rng.uniform(0, 0.55) * radius
-        fx, fy, fr = cx + distance * math.cos(angle), cy + distance * math.sin(angle), rng.uniform(0.12, 0.25) * radius
+        fx, fy, fr = (
+            cx + distance * math.cos(angle),
+            cy + distance * math.sin(angle),
+            rng.uniform(0.12, 0.25) * radius,
+        )
         base = [(200, 60, 40), (90, 160, 60), (230, 180, 60), (120, 70, 40)][int(rng.integers(0, 4))]
         draw.ellipse([fx - fr, fy - fr, fx + fr, fy + fr], fill=_colour(rng, base, 20))
     return image
@@ -237,17 +273,29 @@ def _draw_animal(rng, width, height, centre):
     draw.ellipse([head_x - head_r, cy - body_h - head_r, head_x + head_r, cy - body_h + head_r], fill=fur)
     for ear in (-0.6, 0.6):
         ex = head_x + ear * head_r
-        draw.polygon([(ex - 5, cy - body_h - head_r * 0.6), (ex, cy - body_h - head_r * 1.5), (ex + 5, cy - body_h - head_r * 0.6)], fill=fur)
+        draw.polygon(
+            [
+                (ex - 5, cy - body_h - head_r * 0.6),
+                (ex, cy - body_h - head_r * 1.5),
+                (ex + 5, cy - body_h - head_r * 0.6),
+            ],
+            fill=fur,
+        )
     draw.ellipse([head_x - 3, cy - body_h - 4, head_x + 2, cy - body_h + 1], fill=(20, 20, 20))
     return image
 
 
 def _draw_portrait(rng, width, height, centre):
-    image = Image.new("RGB", (width, height), _colour(rng, (rng.choice([60, 180]), 120, rng.choice([90, 170])), 30))
+    image = Image.new(
+        "RGB", (width, height), _colour(rng, (rng.choice([60, 180]), 120, rng.choice([90, 170])), 30)
+    )
     draw = ImageDraw.Draw(image)
     cx, cy = centre
     face_w, face_h = 0.13 * max(width, height), 0.17 * max(width, height)
-    draw.ellipse([cx - face_w * 1.9, cy + face_h * 0.8, cx + face_w * 1.9, cy + face_h * 3.5], fill=_colour(rng, (50, 60, 90)))
+    draw.ellipse(
+        [cx - face_w * 1.9, cy + face_h * 0.8, cx + face_w * 1.9, cy + face_h * 3.5],
+        fill=_colour(rng, (50, 60, 90)),
+    )
     hair = _colour(rng, (rng.choice([30, 90, 160]), 60, 30), 20)
     draw.ellipse([cx - face_w * 1.1, cy - face_h * 1.15, cx + face_w * 1.1, cy + face_h * 0.6], fill=hair)
     draw.ellipse([cx - face_w, cy - face_h, cx + face_w, cy + face_h], fill=_colour(rng, (225, 185, 155), 25))
@@ -255,7 +303,13 @@ def _draw_portrait(rng, width, height, centre):
         ex = cx + eye * face_w
         draw.ellipse([ex - 5, cy - face_h * 0.25 - 3, ex + 5, cy - face_h * 0.25 + 3], fill=(250, 250, 250))
         draw.ellipse([ex - 2, cy - face_h * 0.25 - 2, ex + 2, cy - face_h * 0.25 + 2], fill=(40, 30, 20))
-    draw.arc([cx - face_w * 0.4, cy + face_h * 0.2, cx + face_w * 0.4, cy + face_h * 0.6], 20, 160, fill=(150, 60, 60), width=2)
+    draw.arc(
+        [cx - face_w * 0.4, cy + face_h * 0.2, cx + face_w * 0.4, cy + face_h * 0.6],
+        20,
+        160,
+        fill=(150, 60, 60),
+        width=2,
+    )
     return image
 
 
@@ -271,7 +325,10 @@ def _draw_stilllife(rng, width, height, centre):
     draw.ellipse([cx - vase_w, table - vase_h * 0.7, cx + vase_w, table + 4], fill=glaze)
     for _ in range(int(rng.integers(2, 5))):
         fx, fr = rng.uniform(0.1, 0.9) * width, rng.uniform(0.03, 0.06) * width
-        draw.ellipse([fx - fr, table - 2 * fr + 6, fx + fr, table + 6], fill=_colour(rng, ((220, 60, 40), (240, 190, 40), (120, 170, 60))[int(rng.integers(0, 3))], 20))
+        draw.ellipse(
+            [fx - fr, table - 2 * fr + 6, fx + fr, table + 6],
+            fill=_colour(rng, ((220, 60, 40), (240, 190, 40), (120, 170, 60))[int(rng.integers(0, 3))], 20),
+        )
     return image
 
 
@@ -289,7 +346,10 @@ DRAWERS = {
 
 # --- degradations ----------------------------------------------------------------------------------
 
-def render_image(rng: np.random.Generator, category: str, size: tuple[int, int], factors: ImageFactors) -> Image.Image:
+
+def render_image(
+    rng: np.random.Generator, category: str, size: tuple[int, int], factors: ImageFactors
+) -> Image.Image:
     """Draws the content, then applies tilt, blur, exposure, contrast, saturation and noise (JPEG on save)."""
     width, height = size
     margin = 1.18  # draw larger, rotate, crop the centre: no empty corners after tilting
@@ -321,7 +381,10 @@ def render_image(rng: np.random.Generator, category: str, size: tuple[int, int],
 
 # --- labels ----------------------------------------------------------------------------------------
 
-def latent_scores(categories: list[str], factors: list[ImageFactors], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+
+def latent_scores(
+    categories: list[str], factors: list[ImageFactors], rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """(image-explained latent score, observed mean-score target) in AVA's mean-score units.
 
     Quality terms are standardised per factor over the dataset, weighted by the category's weights,
@@ -332,8 +395,16 @@ def latent_scores(categories: list[str], factors: list[ImageFactors], rng: np.ra
     weights = FACTOR_WEIGHTS[[list(CATEGORIES).index(c) for c in categories]]
     explained = (terms * weights).sum(axis=1)
     # Categories differ in their average appeal, as in AVA (florals and landscapes score higher).
-    category_offset = {"floral": 0.25, "landscape": 0.2, "animal": 0.1, "portrait": 0.0, "architecture": -0.05,
-                       "cityscape": 0.0, "stilllife": -0.15, "fooddrink": -0.2}
+    category_offset = {
+        "floral": 0.25,
+        "landscape": 0.2,
+        "animal": 0.1,
+        "portrait": 0.0,
+        "architecture": -0.05,
+        "cityscape": 0.0,
+        "stilllife": -0.15,
+        "fooddrink": -0.2,
+    }
     explained += np.array([category_offset[c] for c in categories]) * explained.std()
     explained = (explained - explained.mean()) / explained.std()
     unexplained = rng.normal(0, 1, len(categories))
@@ -360,6 +431,7 @@ def simulate_votes(mean_score: float, rng: np.random.Generator) -> np.ndarray:
 
 # --- writing ---------------------------------------------------------------------------------------
 
+
 def generate_demo(root: Path, config: DemoConfig, progress: bool = True) -> dict[str, float]:
     """Writes the whole demo dataset under ``root`` and returns a summary of its label statistics."""
     rng = np.random.default_rng(config.seed)
@@ -372,7 +444,8 @@ def generate_demo(root: Path, config: DemoConfig, progress: bool = True) -> dict
     explained, target = latent_scores(categories, factors, rng)
     votes = np.stack([simulate_votes(score, rng) for score in target])
     second_tags = [
-        CATEGORIES[names[int(rng.integers(0, len(names)))]] if rng.random() < 0.15
+        CATEGORIES[names[int(rng.integers(0, len(names)))]]
+        if rng.random() < 0.15
         else (int(rng.choice(list(OTHER_TAGS))) if rng.random() < 0.7 else 0)
         for _ in range(n)
     ]
@@ -412,7 +485,10 @@ def generate_demo(root: Path, config: DemoConfig, progress: bool = True) -> dict
     # ILGnet's split: another test set of the same size, with binary labels (mean strictly above 5).
     mean_scores = votes @ np.arange(1, 11) / votes.sum(axis=1)
     ilgnet_test = set(rng.permutation(n)[: len(test)].tolist())
-    for file_name, members in (("AVA1_train.txt", set(range(n)) - ilgnet_test), ("AVA1_val.txt", ilgnet_test)):
+    for file_name, members in (
+        ("AVA1_train.txt", set(range(n)) - ilgnet_test),
+        ("AVA1_val.txt", ilgnet_test),
+    ):
         lines = [f"{image_ids[i]}.jpg {int(mean_scores[i] > 5)}" for i in sorted(members)]
         (ilgnet_dir / file_name).write_text("\n".join(lines) + "\n", encoding="utf-8")
 

@@ -11,7 +11,11 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
-RESIZE_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}
+RESIZE_FILTERS = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
 
 
 def load_rgb(path: str | Path) -> Image.Image:
@@ -39,7 +43,12 @@ class Preprocess:
         return (pixels - mean) / std
 
     def as_dict(self) -> dict:
-        return {"mean": list(self.mean), "std": list(self.std), "size": self.size, "resize_filter": self.resize_filter}
+        return {
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "size": self.size,
+            "resize_filter": self.resize_filter,
+        }
 
 
 class ImageDataset(Dataset):

@@ -31,7 +31,9 @@ def _carve_validation(train_ids: np.ndarray, fraction: float, seed: int) -> tupl
     return shuffled[n_val:], shuffled[:n_val]
 
 
-def make_split(image_ids: pd.Series, config: SplitConfig, test_list: Path | None = None, train_list: Path | None = None) -> pd.DataFrame:
+def make_split(
+    image_ids: pd.Series, config: SplitConfig, test_list: Path | None = None, train_list: Path | None = None
+) -> pd.DataFrame:
     """DataFrame (image_id, split) with split in {train, val, test}; ids named by a list but unlabelled are ignored.
 
     ``official`` and ``ilgnet`` take the test ids from ``test_list`` (``generic_test.jpgl``, ILGnet's val file);
@@ -66,7 +68,10 @@ def make_split(image_ids: pd.Series, config: SplitConfig, test_list: Path | None
         raise UserError(f"split.name={config.name}: no labelled image is in the test list")
     train_ids, val_ids = _carve_validation(train_pool, config.val_fraction, config.seed)
     frame = pd.concat(
-        [pd.DataFrame({"image_id": part, "split": name}) for name, part in (("train", train_ids), ("val", val_ids), ("test", test_ids))],
+        [
+            pd.DataFrame({"image_id": part, "split": name})
+            for name, part in (("train", train_ids), ("val", val_ids), ("test", test_ids))
+        ],
         ignore_index=True,
     )
     return frame.sort_values("image_id", kind="stable").reset_index(drop=True)

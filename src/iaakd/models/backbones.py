@@ -63,7 +63,9 @@ def resolve_name(name: str) -> str:
     tags = list(timm_registry.get_arch_pretrained_cfgs(arch).keys())
     if tag:
         if name not in tags:
-            raise UserError(f"backbone '{name}': timm knows no tag '{tag}' for {arch}; known: {', '.join(tags)}")
+            raise UserError(
+                f"backbone '{name}': timm knows no tag '{tag}' for {arch}; known: {', '.join(tags)}"
+            )
         return name
     if not tags:
         return arch
@@ -153,7 +155,9 @@ def _load_weights(model: nn.Module, path: Path, keep_classifier: bool) -> None:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
         first_line = str(error).strip().splitlines()[0]
-        raise UserError(f"weights file {path} does not fit {model.pretrained_cfg['architecture']}: {first_line}") from error
+        raise UserError(
+            f"weights file {path} does not fit {model.pretrained_cfg['architecture']}: {first_line}"
+        ) from error
 
 
 def create_backbone(
@@ -175,7 +179,10 @@ def create_backbone(
             raise UserError(f"weights file not found: {weights}")
         _load_weights(model, path, keep_classifier)
         return model, WeightsInfo(source="file", path=str(path), sha256=_file_sha256(path))
-    for source, path in (("packaged", _packaged_weights_path(full_name)), ("hf-cache", _hf_cache_path(model))):
+    for source, path in (
+        ("packaged", _packaged_weights_path(full_name)),
+        ("hf-cache", _hf_cache_path(model)),
+    ):
         if path is not None:
             _load_weights(model, path, keep_classifier)
             return model, WeightsInfo(source=source, path=path.name, sha256=_file_sha256(path))

@@ -102,7 +102,9 @@ def build_config(cls: type, values: dict, prefix: str, ignore: tuple[str, ...] =
     for key in values:
         if key not in names and key not in ignore:
             raise UserError(f"params: unknown key '{prefix}.{key}'; known: {', '.join(sorted(names))}")
-    kwargs = {name: _check_type(values[name], hints[name], f"{prefix}.{name}") for name in names if name in values}
+    kwargs = {
+        name: _check_type(values[name], hints[name], f"{prefix}.{name}") for name in names if name in values
+    }
     return cls(**kwargs)
 
 
@@ -114,7 +116,9 @@ def require(condition: bool, message: str) -> None:
 def provenance(device: str = "cpu", precision: str = "fp32") -> dict:
     """Where and with what a result was produced. No timestamps, so reruns can be byte-identical."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         commit = None
     return {

@@ -27,5 +27,9 @@ def teacher_knowledge(image_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
     table = read_table(common.TEACHER_DIR)
     position = pd.Index(table.column("image_id").to_pylist()).get_indexer(pd.Index(image_ids))
     if (position < 0).any():
-        raise common.UserError(f"{common.TEACHER_DIR}: no teacher knowledge for {len(position[position < 0])} images (rerun `teacher`)")
-    return vector_column(table, "teacher_distribution")[position], vector_column(table, "teacher_feature")[position]
+        raise common.UserError(
+            f"{common.TEACHER_DIR}: no teacher knowledge for {len(position[position < 0])} images (rerun `teacher`)"
+        )
+    return vector_column(table, "teacher_distribution")[position], vector_column(table, "teacher_feature")[
+        position
+    ]

@@ -50,8 +50,10 @@ def main(_argv: list[str]) -> None:
     data = common.section(common.load_params(), "data")
     layout = layout_from_params(data)
     max_missing = data.get("max_missing_fraction", 0.0)
-    common.require(isinstance(max_missing, int | float) and 0 <= max_missing <= 1,
-                   f"params: data.max_missing_fraction={max_missing!r} must be a number in [0, 1]")
+    common.require(
+        isinstance(max_missing, int | float) and 0 <= max_missing <= 1,
+        f"params: data.max_missing_fraction={max_missing!r} must be a number in [0, 1]",
+    )
     labels, skipped = load_ava(layout, Path.cwd())
     total = len(labels) + len(skipped)
     missing_share = len(skipped) / max(total, 1)
@@ -75,11 +77,19 @@ def main(_argv: list[str]) -> None:
     staging.replace(common.SKIPPED)
     reasons = skipped["reason"].str.split(":").str[0].value_counts().to_dict()
     scores = labels["mean_score"].to_numpy()
-    common.write_json(Path("metrics/dataset.json"), {
-        "rows": total, "images": len(labels), "skipped": len(skipped), "skipped_by_reason": reasons,
-        "mean_score_mean": float(scores.mean()), "mean_score_sd": float(scores.std()),
-        "share_above_5": float((scores > 5).mean()), "votes_median": float(np.median(labels["n_votes"])),
-    })
+    common.write_json(
+        Path("metrics/dataset.json"),
+        {
+            "rows": total,
+            "images": len(labels),
+            "skipped": len(skipped),
+            "skipped_by_reason": reasons,
+            "mean_score_mean": float(scores.mean()),
+            "mean_score_sd": float(scores.std()),
+            "share_above_5": float((scores > 5).mean()),
+            "votes_median": float(np.median(labels["n_votes"])),
+        },
+    )
     print(f"dataset: {len(labels)} usable images, {len(skipped)} rows skipped (listed in {common.SKIPPED})")
 
 

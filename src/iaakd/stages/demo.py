@@ -12,14 +12,19 @@ def main(_argv: list[str]) -> None:
     data = common.section(common.load_params(), "data")
     demo = data.get("demo") or {}
     config = common.build_config(DemoConfig, {"seed": data.get("seed", 0), **demo}, "data.demo")
-    common.require(config.num_images >= 40, f"params: data.demo.num_images={config.num_images} is too small (at least 40)")
+    common.require(
+        config.num_images >= 40,
+        f"params: data.demo.num_images={config.num_images} is too small (at least 40)",
+    )
     staging = common.DEMO_ROOT.with_name(common.DEMO_ROOT.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     summary = generate_demo(staging, config, progress=common.show_progress())
     shutil.rmtree(common.DEMO_ROOT, ignore_errors=True)
     staging.rename(common.DEMO_ROOT)
-    print(f"demo: {summary['images']} images, mean score {summary['mean_score_mean']:.2f} "
-          f"(sd {summary['mean_score_sd']:.2f}), {100 * summary['share_above_5']:.1f} % above 5")
+    print(
+        f"demo: {summary['images']} images, mean score {summary['mean_score_mean']:.2f} "
+        f"(sd {summary['mean_score_sd']:.2f}), {100 * summary['share_above_5']:.1f} % above 5"
+    )
 
 
 if __name__ == "__main__":

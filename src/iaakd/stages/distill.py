@@ -20,32 +20,65 @@ def main(_argv: list[str]) -> None:
     config = common.build_config(DistillerConfig, distiller_params, "distiller", ignore=("backbones",))
     backbones = distiller_params.get("backbones") or []
     available = common.section(params, "features").get("backbones", [])
-    common.require(backbones and all(b in available for b in backbones),
-                   f"params: distiller.backbones {backbones} must be a non-empty subset of features.backbones {available}")
-    common.require(config.keep in ("best", "last"), f"params: distiller.keep='{config.keep}' is not one of best, last")
+    common.require(
+        backbones and all(b in available for b in backbones),
+        f"params: distiller.backbones {backbones} must be a non-empty subset of features.backbones {available}",
+    )
+    common.require(
+        config.keep in ("best", "last"), f"params: distiller.keep='{config.keep}' is not one of best, last"
+    )
     frame = data_access.labels_with_split()
-    features, metadata = load_concatenated([common.FEATURES_DIR / b for b in backbones], frame["image_id"].tolist())
+    features, metadata = load_concatenated(
+        [common.FEATURES_DIR / b for b in backbones], frame["image_id"].tolist()
+    )
     targets = data_access.ground_truth(frame)
     parts = {name: (frame["split"] == name).to_numpy() for name in ("train", "val")}
     common.require(parts["val"].sum() > 0, "split: the validation part is empty; raise split.val_fraction")
-    model, history = train_distiller(features[parts["train"]], targets[parts["train"]], features[parts["val"]], targets[parts["val"]], config, progress=common.show_progress())
+    model, history = train_distiller(
+        features[parts["train"]],
+        targets[parts["train"]],
+        features[parts["val"]],
+        targets[parts["val"]],
+        config,
+        progress=common.show_progress(),
+    )
     common.DISTILLER_MODEL.parent.mkdir(parents=True, exist_ok=True)
     staging = common.DISTILLER_MODEL.with_name(common.DISTILLER_MODEL.name + ".partial")
-    torch.save({"config": asdict(config), "backbones": backbones, "input_dim": features.shape[1],
-                "feature_metadata": metadata, "state_dict": model.state_dict()}, staging)
+    torch.save(
+        {
+            "config": asdict(config),
+            "backbones": backbones,
+            "input_dim": features.shape[1],
+            "feature_metadata": metadata,
+            "state_dict": model.state_dict(),
+        },
+        staging,
+    )
     staging.replace(common.DISTILLER_MODEL)
 
     results = {}
     for name, mask in parts.items():
         _, distribution = export_knowledge(model, features[mask])
         results[name] = score_metrics(distribution, targets[mask], mean_score(targets[mask]))
-    gap = None if results["train"]["srcc"] is None or results["val"]["srcc"] is None else results["train"]["srcc"] - results["val"]["srcc"]
+    gap = (
+        None
+        if results["train"]["srcc"] is None or results["val"]["srcc"] is None
+        else results["train"]["srcc"] - results["val"]["srcc"]
+    )
     best_epoch = min(history.rows, key=lambda row: row["val_loss"])["epoch"]
-    common.write_json(Path("metrics/distill.json"), {
-        **results, "train_val_srcc_gap": gap, "epochs": config.epochs, "kept_epoch": best_epoch if config.keep == "best" else config.epochs,
-        "input_dim": int(features.shape[1]), "teacher_feature_dim": model.feature_dim, "backbones": backbones,
-        "provenance": common.provenance(),
-    })
+    common.write_json(
+        Path("metrics/distill.json"),
+        {
+            **results,
+            "train_val_srcc_gap": gap,
+            "epochs": config.epochs,
+            "kept_epoch": best_epoch if config.keep == "best" else config.epochs,
+            "input_dim": int(features.shape[1]),
+            "teacher_feature_dim": model.feature_dim,
+            "backbones": backbones,
+            "provenance": common.provenance(),
+        },
+    )
     training_curves(history.rows, Path("plots/distill"), "distiller")
     print(f"distill: val SRCC {results['val']['srcc']:.3f}, train SRCC {results['train']['srcc']:.3f}")
 

@@ -32,8 +32,14 @@ def teacher_costs(distiller_file: Path, height: int, width: int) -> tuple[float,
         backbone_params, backbone_macs = backbone_costs(backbone, height, width)
         params_m += backbone_params
         macs += backbone_macs
-    distiller_params = sum(value.numel() for key, value in saved["state_dict"].items() if key.endswith(("weight", "bias")))
-    distiller_macs = sum(value.numel() for key, value in saved["state_dict"].items() if key.endswith("weight") and value.dim() == 2)
+    distiller_params = sum(
+        value.numel() for key, value in saved["state_dict"].items() if key.endswith(("weight", "bias"))
+    )
+    distiller_macs = sum(
+        value.numel()
+        for key, value in saved["state_dict"].items()
+        if key.endswith("weight") and value.dim() == 2
+    )
     return params_m + distiller_params / 1e6, macs + distiller_macs / 1e9
 
 
@@ -58,7 +64,13 @@ def main(_argv: list[str]) -> None:
     true_distribution, true_score = data_access.ground_truth(test), test["mean_score"].to_numpy()
     teacher_distribution, _ = data_access.teacher_knowledge(test["image_id"].tolist())
     student, preprocess, checkpoint = load_student(common.STUDENT_MODEL)
-    student_distribution = predict(student, test["path"].tolist(), preprocess, num_workers=common.num_workers_from_env(), progress=common.show_progress())
+    student_distribution = predict(
+        student,
+        test["path"].tolist(),
+        preprocess,
+        num_workers=common.num_workers_from_env(),
+        progress=common.show_progress(),
+    )
 
     height, width = test.groupby(["height", "width"]).size().idxmax()  # the most common test image size
     teacher_params, teacher_macs = teacher_costs(common.DISTILLER_MODEL, int(height), int(width))
@@ -68,10 +80,18 @@ def main(_argv: list[str]) -> None:
     report["noise_ceiling_srcc"] = srcc(latent, true_score) if np.isfinite(latent).all() else None
     for name, distribution, params_m, macs, input_size in (
         ("teacher", teacher_distribution, teacher_params, teacher_macs, f"{width}x{height}"),
-        ("student", student_distribution, count_parameters(student) / 1e6, gmacs(student, (1, 3, size, size)), f"{size}x{size}"),
+        (
+            "student",
+            student_distribution,
+            count_parameters(student) / 1e6,
+            gmacs(student, (1, 3, size, size)),
+            f"{size}x{size}",
+        ),
     ):
         metrics = score_metrics(distribution, true_distribution, true_score, config.cutoff)
-        metrics["srcc_ci95"] = bootstrap_srcc_ci(mean_score(distribution), true_score, config.seed, config.bootstrap_resamples)
+        metrics["srcc_ci95"] = bootstrap_srcc_ci(
+            mean_score(distribution), true_score, config.seed, config.bootstrap_resamples
+        )
         report[name] = {**metrics, "params_m": params_m, "gmacs": macs, "gmacs_input": input_size}
     # The constant predictor says "high" for everything when most training images are high (about 71 % on AVA).
     constant_high = train_above >= 0.5
@@ -81,9 +101,16 @@ def main(_argv: list[str]) -> None:
     report["student_backbone"] = checkpoint["backbone"]
     report["provenance"] = common.provenance()
     common.write_json(Path("metrics/evaluate.json"), report)
-    predictions({"teacher": mean_score(teacher_distribution), "student": mean_score(student_distribution)}, true_score, config.cutoff, Path("plots/evaluate"))
-    print(f"evaluate: teacher SRCC {report['teacher']['srcc']:.3f}, student SRCC {report['student']['srcc']:.3f}, "
-          f"noise ceiling {report['noise_ceiling_srcc']}")
+    predictions(
+        {"teacher": mean_score(teacher_distribution), "student": mean_score(student_distribution)},
+        true_score,
+        config.cutoff,
+        Path("plots/evaluate"),
+    )
+    print(
+        f"evaluate: teacher SRCC {report['teacher']['srcc']:.3f}, student SRCC {report['student']['srcc']:.3f}, "
+        f"noise ceiling {report['noise_ceiling_srcc']}"
+    )
 
 
 if __name__ == "__main__":

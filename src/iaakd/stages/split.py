@@ -15,7 +15,9 @@ def main(_argv: list[str]) -> None:
     params = common.load_params()
     split_params = common.section(params, "split")
     config = common.build_config(SplitConfig, split_params, "split", ignore=("ilgnet_dir",))
-    common.require(0 <= config.val_fraction < 1, f"params: split.val_fraction={config.val_fraction} must be in [0, 1)")
+    common.require(
+        0 <= config.val_fraction < 1, f"params: split.val_fraction={config.val_fraction} must be in [0, 1)"
+    )
     layout = layout_from_params(common.section(params, "data"))
     labels = pd.read_parquet(common.LABELS, columns=["image_id"])
     ilgnet_dir = layout.root / str(split_params.get("ilgnet_dir", "ilgnet_split"))
@@ -26,7 +28,10 @@ def main(_argv: list[str]) -> None:
     split = make_split(labels["image_id"], config, test_list, train_list)
     write_parquet_atomic(pa.Table.from_pandas(split, preserve_index=False), common.SPLIT)
     counts = split["split"].value_counts().to_dict()
-    print(f"split {config.name}: " + ", ".join(f"{name} {counts.get(name, 0)}" for name in ("train", "val", "test")))
+    print(
+        f"split {config.name}: "
+        + ", ".join(f"{name} {counts.get(name, 0)}" for name in ("train", "val", "test"))
+    )
 
 
 if __name__ == "__main__":

@@ -12,9 +12,17 @@ from iaakd.student import StudentConfig, StudentData, save_student, train_studen
 
 def student_config(params: dict) -> StudentConfig:
     config = common.build_config(StudentConfig, common.section(params, "student"), "student")
-    common.require(config.input_size >= 32, f"params: student.input_size={config.input_size} is too small (at least 32)")
-    common.require(config.resize_filter in RESIZE_FILTERS, f"params: student.resize_filter='{config.resize_filter}' is not one of {', '.join(RESIZE_FILTERS)}")
-    common.require(config.epochs > 0 and config.batch_size > 0, "params: student.epochs and student.batch_size must be positive")
+    common.require(
+        config.input_size >= 32, f"params: student.input_size={config.input_size} is too small (at least 32)"
+    )
+    common.require(
+        config.resize_filter in RESIZE_FILTERS,
+        f"params: student.resize_filter='{config.resize_filter}' is not one of {', '.join(RESIZE_FILTERS)}",
+    )
+    common.require(
+        config.epochs > 0 and config.batch_size > 0,
+        "params: student.epochs and student.batch_size must be positive",
+    )
     return config
 
 
@@ -22,7 +30,9 @@ def split_data(frame, split_name: str, with_teacher: bool) -> StudentData:
     part = frame[frame["split"] == split_name]
     data = StudentData(part["path"].tolist(), data_access.ground_truth(part))
     if with_teacher:
-        data.teacher_distribution, data.teacher_feature = data_access.teacher_knowledge(part["image_id"].tolist())
+        data.teacher_distribution, data.teacher_feature = data_access.teacher_knowledge(
+            part["image_id"].tolist()
+        )
     return data
 
 
@@ -32,14 +42,28 @@ def main(_argv: list[str]) -> None:
     train, val = split_data(frame, "train", with_teacher=True), split_data(frame, "val", with_teacher=False)
     feature_dim = train.teacher_feature.shape[1]
     model, preprocess, weights_source, history = train_student(
-        config, train, val, feature_dim, num_workers=common.num_workers_from_env(), progress=common.show_progress())
+        config,
+        train,
+        val,
+        feature_dim,
+        num_workers=common.num_workers_from_env(),
+        progress=common.show_progress(),
+    )
     save_student(common.STUDENT_MODEL, model, preprocess, config, weights_source)
     last = history.rows[-1]
-    common.write_json(Path("metrics/student.json"), {
-        "val_srcc": last["val_srcc"], "val_emd": last["val_emd"], "train_loss": last["train_loss"],
-        "epochs": config.epochs, "kd": config.kd.enabled, "backbone": config.backbone, "weights": weights_source["source"],
-        "provenance": common.provenance(),
-    })
+    common.write_json(
+        Path("metrics/student.json"),
+        {
+            "val_srcc": last["val_srcc"],
+            "val_emd": last["val_emd"],
+            "train_loss": last["train_loss"],
+            "epochs": config.epochs,
+            "kd": config.kd.enabled,
+            "backbone": config.backbone,
+            "weights": weights_source["source"],
+            "provenance": common.provenance(),
+        },
+    )
     training_curves(history.rows, Path("plots/student"), "student")
     print(f"student: val SRCC {last['val_srcc']}")
 

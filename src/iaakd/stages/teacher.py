@@ -22,10 +22,20 @@ def main(_argv: list[str]) -> None:
     features, _ = load_concatenated([common.FEATURES_DIR / b for b in saved["backbones"]], image_ids)
     teacher_feature, teacher_distribution = export_knowledge(model, features)
     writer = PartWriter(common.TEACHER_DIR)
-    writer.write(make_table(
-        {"image_id": image_ids, "teacher_feature": teacher_feature, "teacher_distribution": teacher_distribution},
-        {"backbones": saved["backbones"], "distiller": saved["config"], "feature_dim": int(teacher_feature.shape[1])},
-    ))
+    writer.write(
+        make_table(
+            {
+                "image_id": image_ids,
+                "teacher_feature": teacher_feature,
+                "teacher_distribution": teacher_distribution,
+            },
+            {
+                "backbones": saved["backbones"],
+                "distiller": saved["config"],
+                "feature_dim": int(teacher_feature.shape[1]),
+            },
+        )
+    )
     writer.commit()
     print(f"teacher: knowledge of {len(image_ids)} images, f_t of {teacher_feature.shape[1]} dimensions")
 

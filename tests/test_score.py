@@ -1,0 +1,71 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from iaakd.student import (
+    KDConfig,
+    StudentConfig,
+    StudentData,
+    load_student,
+    predict,
+    save_student,
+    train_student,
+)
+
+
+@pytest.fixture(scope="module")
+def trained_student(tiny_demo, tmp_path_factory):
+    """A student trained for one epoch on ground truth from the tiny demo, and its checkpoint."""
+    from iaakd.data.ava import AvaLayout, load_ava
+
+    labels, _ = load_ava(AvaLayout(tiny_demo), tiny_demo)
+    votes = np.stack(labels["votes"].to_numpy()).astype(np.float32)
+    truth = votes / votes.sum(1, keepdims=True)
+    paths = [str(tiny_demo / p) for p in labels["path"]]
+    config = StudentConfig(
+        backbone="tf_efficientnet_lite0", input_size=64, epochs=1, kd=KDConfig(enabled=False)
+    )
+    model, preprocess, weights, history = train_student(
+        config, StudentData(paths[:40], truth[:40]), StudentData(paths[40:], truth[40:]), 16, progress=False
+    )
+    checkpoint = tmp_path_factory.mktemp("student") / "student.pt"
+    save_student(checkpoint, model, preprocess, config, weights)
+    return model, preprocess, checkpoint, paths
+
+
+def test_checkpoint_describes_itself_and_reloads_identically(trained_student):
+    model, preprocess, checkpoint, paths = trained_student
+    loaded, loaded_preprocess, saved = load_student(checkpoint)
+    assert saved["backbone"] == "tf_efficientnet_lite0.in1k"
+    assert saved["preprocess"] == {
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.5, 0.5, 0.5],
+        "size": 64,
+        "resize_filter": "bilinear",
+    }
+    assert saved["weights_source"]["source"] == "packaged"
+    assert saved["head"] == {"to_feature": [1280, 16], "output": [16, 10]}
+    np.testing.assert_allclose(
+        predict(model, paths[:4], preprocess), predict(loaded, paths[:4], loaded_preprocess), atol=1e-6
+    )
+
+
+def test_score_cli_prints_csv_and_rejects_bad_files(trained_student, tmp_path):
+    _, _, checkpoint, paths = trained_student
+    result = subprocess.run(
+        [sys.executable, "-m", "iaakd.score", str(checkpoint), *paths[:3]], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("path,mean_score,p1") and len(lines) == 4
+    assert 1 <= float(lines[1].split(",")[1]) <= 10
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    result = subprocess.run(
+        [sys.executable, "-m", "iaakd.score", str(checkpoint), str(tmp_path / "broken.jpg")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: {tmp_path / 'broken.jpg'}: unreadable")
