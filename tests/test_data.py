@@ -176,3 +176,15 @@ def test_same_size_batches_never_mix_sizes():
     assert sorted(i for batch in batches for i in batch) == list(range(5))
     for batch in batches:
         assert len({sizes[i] for i in batch}) == 1 and len(batch) <= 2
+
+
+def test_exif_rotated_image_reports_its_decoded_size(tmp_path):
+    from iaakd.data.ava import ORIENTATION_TAG, inspect_image
+    from iaakd.data.images import load_rgb
+
+    image = Image.new("RGB", (64, 32), (200, 10, 10))
+    exif = image.getexif()
+    exif[ORIENTATION_TAG] = 6  # rotate 90 degrees on display
+    image.save(tmp_path / "rotated.jpg", exif=exif.tobytes())
+    width, height, _ = inspect_image(tmp_path / "rotated.jpg")
+    assert (width, height) == load_rgb(tmp_path / "rotated.jpg").size == (32, 64)

@@ -11,10 +11,20 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from iaakd.data.images import ImageDataset, Preprocess, same_size_batches
+from iaakd.data.images import (
+    EncodedImageDataset,
+    ImageDataset,
+    Preprocess,
+    collate_encoded,
+    decode_on_device,
+    same_size_batches,
+)
+from iaakd.errors import UserError
+from iaakd.features import PartWriter, make_table
 from iaakd.models import MLSP, WeightsInfo, create_backbone, normalisation
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+DECODERS = ("cpu", "gpu")
 
 
 @dataclass(frozen=True)
@@ -24,6 +34,8 @@ class ExtractConfig:
     input_size: int | None = None  # None: full resolution (the paper); an int: resized to a square
     batch_size: int = 16
     precision: str = "fp32"  # autocast dtype on the device; features are always stored as float16
+    channels_last: bool = False  # memory format on the device (faster convolutions on GPUs with AMP)
+    decode: str = "cpu"  # cpu: PIL in loader workers; gpu: nvJPEG on the device (full resolution only)
 
 
 @dataclass
@@ -34,16 +46,25 @@ class Extractor:
     preprocess: Preprocess
     weights: WeightsInfo
     full_name: str
+    channels_last: bool = False
 
     @classmethod
     def create(cls, config: ExtractConfig, device: torch.device) -> Extractor:
         backbone, weights = create_backbone(config.backbone, config.weights)
         mean, std = normalisation(backbone)
         mlsp = MLSP(backbone).eval().to(device)
+        if config.channels_last:
+            mlsp = mlsp.to(memory_format=torch.channels_last)
         full_name = (
             f"{backbone.pretrained_cfg['architecture']}.{backbone.pretrained_cfg.get('tag', '')}".rstrip(".")
         )
-        return cls(mlsp, Preprocess(mean=mean, std=std, size=config.input_size), weights, full_name)
+        return cls(
+            mlsp,
+            Preprocess(mean=mean, std=std, size=config.input_size),
+            weights,
+            full_name,
+            config.channels_last,
+        )
 
 
 def autocast_context(device: torch.device, precision: str):
@@ -67,19 +88,60 @@ def extract_features(
         sizes if config.input_size is None else [(config.input_size, config.input_size)] * len(paths)
     )
     batches = same_size_batches(input_sizes, config.batch_size)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # batches repeat a few shapes: tune each once
+    if config.decode == "gpu":
+        if config.input_size is not None:
+            raise UserError("features.decode=gpu works at full resolution only (features.input_size: null)")
+        dataset, collate = EncodedImageDataset(paths), collate_encoded
+    else:
+        dataset, collate = ImageDataset(paths, extractor.preprocess), None
     loader = DataLoader(
-        ImageDataset(paths, extractor.preprocess),
+        dataset,
         batch_sampler=batches,
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
+        collate_fn=collate,
     )
     with (
         torch.inference_mode(),
         tqdm(total=len(paths), desc=f"extract {extractor.full_name}", disable=not progress) as bar,
     ):
-        for indices, images in loader:
-            images = images.to(device, non_blocking=True)
+        for indices, *payload in loader:
+            images = decode_on_device(*payload, device) if config.decode == "gpu" else payload[0]
+            images = extractor.preprocess.normalise(images.to(device, non_blocking=True))
+            if extractor.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
             with autocast_context(device, config.precision):
                 pooled = extractor.mlsp(images)
             yield indices.numpy(), pooled.float().cpu().numpy().astype(np.float16)
             bar.update(len(indices))
+
+
+def write_features(
+    batches: Iterator[tuple[np.ndarray, np.ndarray]],
+    image_ids: np.ndarray,
+    writer: PartWriter,
+    metadata: dict,
+    rows_per_part: int = 4096,
+) -> int:
+    """Buffers (indices, features) batches into parquet parts of about ``rows_per_part`` rows; returns the row count."""
+    ids, vectors, buffered, total = [], [], 0, 0
+    for indices, pooled in batches:
+        ids.append(image_ids[indices])
+        vectors.append(pooled)
+        buffered += len(indices)
+        if buffered >= rows_per_part:
+            writer.write(
+                make_table(
+                    {"image_id": np.concatenate(ids).tolist(), "feature": np.concatenate(vectors)}, metadata
+                )
+            )
+            total, ids, vectors, buffered = total + buffered, [], [], 0
+    if buffered:
+        writer.write(
+            make_table(
+                {"image_id": np.concatenate(ids).tolist(), "feature": np.concatenate(vectors)}, metadata
+            )
+        )
+    return total + buffered

@@ -98,7 +98,7 @@ def predict(
     outputs = []
     with torch.no_grad():
         for images, _ in tqdm(loader, desc="predict", disable=not progress):
-            outputs.append(model(images)[0])
+            outputs.append(model(preprocess.normalise(images))[0])
     return torch.cat(outputs).numpy() if outputs else np.zeros((0, 10), np.float32)
 
 
@@ -141,7 +141,7 @@ def train_student(
         for batch in tqdm(
             loader, desc=f"student epoch {epoch}/{config.epochs}", disable=not progress, leave=False
         ):
-            distribution, aesthetic_feature = model(batch[0])
+            distribution, aesthetic_feature = model(preprocess.normalise(batch[0]))
             if config.kd.enabled:
                 loss = kd_loss(distribution, aesthetic_feature, batch[1], batch[2], config.kd.feature_weight)
             else:

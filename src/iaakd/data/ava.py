@@ -20,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from iaakd.errors import UserError
 
 AVA_COLUMNS = 15
+ORIENTATION_TAG = 0x0112  # EXIF orientation
 # AVA tag ids of the 8 semantic categories of the paper's Table IX.
 CATEGORY_TAGS: dict[str, int] = {
     "Still Life": 18,
@@ -117,6 +118,8 @@ def read_id_list(path: Path) -> list[str]:
 def inspect_image(path: Path) -> tuple[int, int, str] | str:
     """(width, height, content hash) after a full decode, or the reason the file cannot be used.
 
+    The size is the one after EXIF orientation, as :func:`iaakd.data.images.load_rgb` decodes it.
+
     The hash goes into the labels table, so a changed image changes it and DVC reruns what depends on it.
     """
     if not path.is_file():
@@ -125,7 +128,10 @@ def inspect_image(path: Path) -> tuple[int, int, str] | str:
         content = path.read_bytes()
         with Image.open(io.BytesIO(content)) as image:
             image.load()
-            return image.size[0], image.size[1], hashlib.blake2b(content, digest_size=16).hexdigest()
+            width, height = image.size
+            if image.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8):  # rotated by 90 degrees when decoded
+                width, height = height, width
+            return width, height, hashlib.blake2b(content, digest_size=16).hexdigest()
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         return f"unreadable: {str(error).splitlines()[0][:100]}"
 

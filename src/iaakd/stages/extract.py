@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
-from iaakd.extract import PRECISIONS, ExtractConfig, Extractor, extract_features
-from iaakd.features import PartWriter, make_table
+from iaakd.extract import PRECISIONS, ExtractConfig, Extractor, extract_features, write_features
+from iaakd.features import PartWriter
 from iaakd.stages import common
-
-ROWS_PER_PART = 4096
 
 
 def main(argv: list[str]) -> None:
@@ -43,8 +40,7 @@ def main(argv: list[str]) -> None:
         "level_dims": extractor.mlsp.level_dims,
     }
     writer = PartWriter(common.FEATURES_DIR / backbone)
-    ids, vectors, buffered = [], [], 0
-    for indices, pooled in extract_features(
+    batches = extract_features(
         extractor,
         labels["path"].tolist(),
         list(zip(labels["width"], labels["height"], strict=True)),
@@ -52,23 +48,8 @@ def main(argv: list[str]) -> None:
         device,
         num_workers=common.num_workers_from_env(),
         progress=common.show_progress(),
-    ):
-        ids.append(labels["image_id"].to_numpy()[indices])
-        vectors.append(pooled)
-        buffered += len(indices)
-        if buffered >= ROWS_PER_PART:
-            writer.write(
-                make_table(
-                    {"image_id": np.concatenate(ids).tolist(), "feature": np.concatenate(vectors)}, metadata
-                )
-            )
-            ids, vectors, buffered = [], [], 0
-    if buffered:
-        writer.write(
-            make_table(
-                {"image_id": np.concatenate(ids).tolist(), "feature": np.concatenate(vectors)}, metadata
-            )
-        )
+    )
+    write_features(batches, labels["image_id"].to_numpy(), writer, metadata)
     writer.commit()
     print(
         f"extract {backbone}: {len(labels)} images, {extractor.mlsp.dim} dimensions ({extractor.weights.source} weights)"
