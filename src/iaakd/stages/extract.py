@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from iaakd.extract import PRECISIONS, ExtractConfig, Extractor, extract_features, write_features
+from iaakd.extract import DECODERS, PRECISIONS, ExtractConfig, Extractor, extract_features, write_features
 from iaakd.features import PartWriter
 from iaakd.stages import common
 
@@ -24,6 +24,10 @@ def main(argv: list[str]) -> None:
         f"params: features.precision='{config.precision}' is not one of {', '.join(PRECISIONS)}",
     )
     common.require(config.batch_size > 0, "params: features.batch_size must be positive")
+    common.require(
+        config.decode in DECODERS,
+        f"params: features.decode='{config.decode}' is not one of {', '.join(DECODERS)}",
+    )
     device = common.device_from_env()
     extractor = Extractor.create(config, device)
     common.require(
@@ -36,6 +40,7 @@ def main(argv: list[str]) -> None:
         "weights": extractor.weights.as_dict(),
         "input_mode": "full" if config.input_size is None else f"resize{config.input_size}",
         "precision": config.precision,
+        "decode": config.decode,
         "storage": "float16",
         "level_dims": extractor.mlsp.level_dims,
     }
