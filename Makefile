@@ -2,6 +2,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SETUP_STAMP := $(VENV)/.setup-done
+# Stage commands call `python`: it must be the environment's.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: setup repro test lint
 setup: $(SETUP_STAMP)
@@ -11,10 +13,10 @@ $(SETUP_STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@touch $@
 
 repro: setup
-	$(VENV)/bin/dvc repro
+	dvc repro
 
 test: setup
-	$(VENV)/bin/pytest -q
+	pytest -q
 
 lint: setup
-	$(VENV)/bin/ruff check src tests scripts benchmarks
+	ruff check src tests scripts benchmarks
