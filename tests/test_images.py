@@ -32,4 +32,6 @@ def test_non_jpeg_under_jpg_name_is_decoded_by_pil(tmp_path):
 def test_normalise_on_device_matches_the_float_formula():
     preprocess = Preprocess(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
     batch = torch.tensor([0, 255, 128], dtype=torch.uint8).view(1, 3, 1, 1)
-    assert preprocess.normalise(batch).flatten().tolist() == pytest.approx([-1.0, 1.0, 128 / 255 * 2 - 1], abs=1e-6)
+    assert preprocess.normalise(batch).flatten().tolist() == pytest.approx(
+        [-1.0, 1.0, 128 / 255 * 2 - 1], abs=1e-6
+    )

@@ -140,3 +140,42 @@ def test_gmacs_in_the_papers_unit():
     assert macs == pytest.approx(16.4, abs=0.2)
     assert backbone_costs("resnext101_32x8d", 300, 300, mlsp=False)[1] == pytest.approx(30.6, abs=0.6)
     assert np.isfinite(macs)
+
+
+PAPER_TRIO = {
+    "resnext101_32x8d.fb_swsl_ig1b_ft_in1k": (88.8, 3904),
+    "resnext101_32x48d.fb_wsl_ig1b_ft_in1k": (828.4, 3904),
+    "resnetv2_152x4_bit.goog_in21k_ft_in1k": (936.5, 15616),
+}
+
+
+def test_papers_teacher_trio_on_the_meta_device():
+    """23,424 MLSP dimensions and the paper's parameter counts (Table VIII), without any weights.
+    (The per-model counts add up to 1,853.7 M; the paper prints 1,853.2 M.)"""
+    total_dim, total_params = 0, 0.0
+    for name, (params_m, dim) in PAPER_TRIO.items():
+        with torch.device("meta"):
+            model = timm.create_model(resolve_name(name), pretrained=False)
+        assert sum(p.numel() for p in model.parameters()) / 1e6 == pytest.approx(params_m, abs=0.05)
+        assert sum(mlsp_level_dims(model)) == dim
+        total_dim += dim
+        total_params += params_m
+    assert total_dim == 23424
+    assert total_params == pytest.approx(1853.7, abs=0.1)
+
+
+def test_32x48d_builder_is_the_wide_model_not_the_32x8d_alias():
+    assert resolve_name("resnext101_32x48d") == "resnext101_32x48d.fb_wsl_ig1b_ft_in1k"
+    with torch.device("meta"):
+        model = timm.create_model("resnext101_32x48d.fb_wsl_ig1b_ft_in1k")
+    assert model.pretrained_cfg["url"].endswith("ig_resnext101_32x48-3e41cc8a.pth")
+    assert model.layer1[0].conv2.out_channels == 1536  # 32 groups x base width 48 (32x8d: 256)
+
+
+def test_planning_command_prints_the_papers_numbers(capsys):
+    from iaakd.plan import main
+
+    main(["--images", "255502", "--size", "800x600", *PAPER_TRIO])
+    output = capsys.readouterr().out
+    assert "23424" in output and "46,848 bytes per image" in output and "12.0 GB for 255,502 images" in output
+    assert "1853.7" in output

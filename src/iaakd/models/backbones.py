@@ -25,6 +25,7 @@ from timm.models import _registry as timm_registry
 from torch import nn
 
 from iaakd.errors import UserError
+from iaakd.models import extra_architectures  # noqa: F401  (registers builders timm lacks)
 
 # Real ImageNet weights that work offline: full timm name -> (package, class with get_model_file_path).
 PACKAGED_WEIGHTS: dict[str, tuple[str, str]] = {
