@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from iaakd.losses import emd, kd_loss
+from iaakd.losses import emd, student_loss
 
 
 def one_hot(bin_index: int) -> torch.Tensor:
@@ -42,25 +42,74 @@ def test_emd_rejects_mismatched_shapes():
         emd(torch.zeros(2, 10), torch.zeros(2, 9))
 
 
-def test_kd_loss_is_emd_plus_weighted_feature_mse():
-    teacher_distribution, student_distribution = (
-        torch.softmax(torch.randn(3, 10), 1),
-        torch.softmax(torch.randn(3, 10), 1),
+def _knowledge(seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    distribution = lambda: torch.softmax(torch.randn(3, 10, generator=generator), 1)  # noqa: E731
+    return (
+        distribution(),
+        torch.randn(3, 8, generator=generator),
+        distribution(),
+        distribution(),
+        torch.randn(3, 8, generator=generator),
     )
-    teacher_feature, student_feature = torch.randn(3, 8), torch.randn(3, 8)
-    expected = (
-        emd(teacher_distribution, student_distribution)
-        + 0.5 * ((teacher_feature - student_feature) ** 2).mean()
-    )
-    got = kd_loss(
-        student_distribution, student_feature, teacher_distribution, teacher_feature, feature_weight=0.5
-    )
+
+
+def test_kd_loss_is_emd_to_teacher_plus_weighted_feature_mse():
+    student, student_feature, truth, teacher, teacher_feature = _knowledge()
+    expected = emd(teacher, student) + 0.5 * ((teacher_feature - student_feature) ** 2).mean()
+    got = student_loss(student, student_feature, truth, teacher, teacher_feature, feature_weight=0.5)
     assert got.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
-def test_kd_loss_without_feature_term_ignores_features():
-    distribution = torch.softmax(torch.randn(3, 10), 1)
-    target = torch.softmax(torch.randn(3, 10), 1)
-    a = kd_loss(distribution, torch.randn(3, 8), target, torch.randn(3, 8), feature_weight=0.0)
-    b = kd_loss(distribution, torch.randn(3, 8), target, torch.randn(3, 8), feature_weight=0.0)
+def test_without_kd_only_the_ground_truth_counts():
+    student, student_feature, truth, teacher, teacher_feature = _knowledge()
+    got = student_loss(student, student_feature, truth, teacher, teacher_feature, kd_enabled=False)
+    assert got.item() == pytest.approx(emd(truth, student).item())
+    assert student_loss(student, student_feature, truth, None, None, kd_enabled=False).item() == got.item()
+
+
+def test_feature_term_off_does_not_depend_on_features():
+    student, _, truth, teacher, _ = _knowledge()
+    a = student_loss(student, torch.randn(3, 8), truth, teacher, torch.randn(3, 8), feature_weight=0.0)
+    b = student_loss(student, torch.randn(3, 8), truth, teacher, torch.randn(3, 8), feature_weight=0.0)
+    assert a.item() == b.item() == pytest.approx(emd(teacher, student).item())
+    c = student_loss(student, torch.randn(3, 8), truth, teacher, torch.randn(3, 8), feature_weight=1.0)
+    assert c.item() > a.item()
+
+
+def test_output_target_ground_truth_does_not_depend_on_the_teacher_distribution():
+    student, student_feature, truth, _, teacher_feature = _knowledge()
+    a = student_loss(
+        student,
+        student_feature,
+        truth,
+        torch.softmax(torch.randn(3, 10), 1),
+        teacher_feature,
+        target="ground_truth",
+    )
+    b = student_loss(
+        student,
+        student_feature,
+        truth,
+        torch.softmax(torch.randn(3, 10), 1),
+        teacher_feature,
+        target="ground_truth",
+    )
     assert a.item() == b.item()
+    assert a.item() == pytest.approx(
+        (emd(truth, student) + ((teacher_feature - student_feature) ** 2).mean()).item()
+    )
+
+
+def test_mixed_loss_and_mixed_label_follow_eq_10_and_11():
+    student, student_feature, truth, teacher, teacher_feature = _knowledge()
+    feature_term = ((teacher_feature - student_feature) ** 2).mean()
+    mixed_loss = student_loss(student, student_feature, truth, teacher, teacher_feature, mix="loss")
+    mixed_label = student_loss(student, student_feature, truth, teacher, teacher_feature, mix="label")
+    assert mixed_loss.item() == pytest.approx(
+        (0.5 * emd(teacher, student) + 0.5 * emd(truth, student) + feature_term).item()
+    )
+    assert mixed_label.item() == pytest.approx(
+        (emd(0.5 * truth + 0.5 * teacher, student) + feature_term).item()
+    )
+    assert mixed_loss.item() != pytest.approx(mixed_label.item())

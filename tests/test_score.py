@@ -3,6 +3,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from iaakd.student import (
     KDConfig,
@@ -69,3 +70,30 @@ def test_score_cli_prints_csv_and_rejects_bad_files(trained_student, tmp_path):
     )
     assert result.returncode == 1
     assert result.stderr.startswith(f"error: {tmp_path / 'broken.jpg'}: unreadable")
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_frozen_backbone_stays_bit_identical_and_the_head_moves(tiny_demo, freeze):
+    from iaakd.data.ava import AvaLayout, load_ava
+    from iaakd.student import build_student
+
+    labels, _ = load_ava(AvaLayout(tiny_demo), tiny_demo)
+    votes = np.stack(labels["votes"].to_numpy()).astype(np.float32)
+    truth = votes / votes.sum(1, keepdims=True)
+    paths = [str(tiny_demo / p) for p in labels["path"]][:24]
+    config = StudentConfig(
+        input_size=48, epochs=1, batch_size=8, lr=1e-3, freeze_backbone=freeze, kd=KDConfig(enabled=False)
+    )
+    before, _, _ = build_student(config, 8)
+    model, *_ = train_student(
+        config, StudentData(paths, truth[:24]), StudentData(paths[:8], truth[:8]), 8, progress=False
+    )
+    backbone_same = all(
+        torch.equal(a, b)
+        for a, b in zip(
+            before.backbone.state_dict().values(), model.backbone.state_dict().values(), strict=True
+        )
+    )
+    head_same = torch.equal(before.output.weight, model.output.weight)
+    assert backbone_same is freeze
+    assert not head_same

@@ -1,4 +1,4 @@
-"""Losses of the paper: EMD (Eq. 3) and the knowledge-distillation objectives (Eq. 7, 10-13)."""
+"""Losses of the paper: EMD (Eq. 3) and the student's objectives (Eq. 7, 10, 11)."""
 
 from __future__ import annotations
 
@@ -19,15 +19,42 @@ def emd(target: torch.Tensor, predicted: torch.Tensor, r: float = 2.0) -> torch.
     return per_sample.mean()
 
 
-def kd_loss(
+OUTPUT_TARGETS = ("teacher", "ground_truth")
+MIXES = ("none", "loss", "label")
+
+
+def student_loss(
     student_distribution: torch.Tensor,
     student_feature: torch.Tensor,
-    teacher_distribution: torch.Tensor,
-    teacher_feature: torch.Tensor,
+    ground_truth: torch.Tensor,
+    teacher_distribution: torch.Tensor | None,
+    teacher_feature: torch.Tensor | None,
+    kd_enabled: bool = True,
     feature_weight: float = 1.0,
+    target: str = "teacher",
+    mix: str = "none",
 ) -> torch.Tensor:
-    """Eq. 7: EMD(D_t, D_s) + w * MSE(f_t, f_s)."""
-    loss = emd(teacher_distribution, student_distribution)
+    """The student's objective, every variant of the paper as a switch.
+
+    - KD off: EMD(D_GT, D_s), the baseline.
+    - KD on, ``mix="none"``: EMD(D_target, D_s) + w * MSE(f_t, f_s), the target being the teacher's
+      distribution (Eq. 7) or the ground truth (Table VI).
+    - ``mix="loss"`` (Eq. 10): 1/2 EMD(D_t, D_s) + 1/2 EMD(D_GT, D_s) + w * MSE(f_t, f_s).
+    - ``mix="label"`` (Eq. 11): EMD(1/2 D_GT + 1/2 D_t, D_s) + w * MSE(f_t, f_s).
+    ``feature_weight=0`` removes the feature term (Table VI).
+    """
+    if not kd_enabled:
+        return emd(ground_truth, student_distribution)
+    if mix == "loss":
+        loss = 0.5 * emd(teacher_distribution, student_distribution) + 0.5 * emd(
+            ground_truth, student_distribution
+        )
+    elif mix == "label":
+        loss = emd(0.5 * ground_truth + 0.5 * teacher_distribution, student_distribution)
+    elif target == "ground_truth":
+        loss = emd(ground_truth, student_distribution)
+    else:
+        loss = emd(teacher_distribution, student_distribution)
     if feature_weight:
         loss = loss + feature_weight * F.mse_loss(student_feature, teacher_feature)
     return loss

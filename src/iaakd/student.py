@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from iaakd.data.images import Preprocess, load_rgb
 from iaakd.errors import UserError
-from iaakd.losses import emd, kd_loss
+from iaakd.losses import emd, student_loss
 from iaakd.metrics import mean_score, srcc
 from iaakd.models import Student, create_backbone, normalisation
 from iaakd.teacher import TrainingHistory, set_seed
@@ -27,7 +27,9 @@ CHECKPOINT_FORMAT = 1
 @dataclass(frozen=True)
 class KDConfig:
     enabled: bool = True  # false: the baseline trained on ground-truth distributions alone
-    feature_weight: float = 1.0  # weight of MSE(f_t, f_s)
+    feature_weight: float = 1.0  # weight of MSE(f_t, f_s); 0 removes the feature term
+    target: str = "teacher"  # output term against the teacher's distribution or the ground truth (Table VI)
+    mix: str = "none"  # none | loss (Eq. 10) | label (Eq. 11)
     shuffle: bool = False  # control: teacher knowledge permuted across training images
 
 
@@ -42,6 +44,7 @@ class StudentConfig:
     lr: float = 3e-4
     lr_step_epochs: int = 4
     weight_decay: float = 0.0
+    freeze_backbone: bool = False  # Table V: train only the head
     seed: int = 0
     kd: KDConfig = field(default_factory=KDConfig)
 
@@ -57,21 +60,27 @@ class StudentData:
 
 
 class _TargetDataset(Dataset):
-    def __init__(self, data: StudentData, preprocess: Preprocess, use_teacher: bool) -> None:
-        self.data, self.preprocess, self.use_teacher = data, preprocess, use_teacher
+    """(image as uint8, ground truth, teacher distribution, teacher feature); teacher parts are empty
+    tensors where no knowledge is given."""
+
+    def __init__(self, data: StudentData, preprocess: Preprocess) -> None:
+        self.data, self.preprocess = data, preprocess
+        self.empty = torch.zeros(0)
 
     def __len__(self) -> int:
         return len(self.data.paths)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         image = self.preprocess(load_rgb(self.data.paths[index]))
-        if self.use_teacher:
-            return (
-                image,
-                torch.from_numpy(self.data.teacher_distribution[index]),
-                torch.from_numpy(self.data.teacher_feature[index]),
-            )
-        return image, torch.from_numpy(self.data.ground_truth[index])
+        ground_truth = torch.from_numpy(self.data.ground_truth[index])
+        if self.data.teacher_distribution is None:
+            return image, ground_truth, self.empty, self.empty
+        return (
+            image,
+            ground_truth,
+            torch.from_numpy(self.data.teacher_distribution[index]),
+            torch.from_numpy(self.data.teacher_feature[index]),
+        )
 
 
 def build_student(config: StudentConfig, feature_dim: int) -> tuple[Student, Preprocess, dict]:
@@ -90,14 +99,12 @@ def predict(
     progress: bool = False,
 ) -> np.ndarray:
     """Predicted distributions (n, 10) for image files."""
-    dataset = _TargetDataset(
-        StudentData(paths, np.zeros((len(paths), 10), np.float32)), preprocess, use_teacher=False
-    )
+    dataset = _TargetDataset(StudentData(paths, np.zeros((len(paths), 10), np.float32)), preprocess)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
     model.eval()
     outputs = []
     with torch.no_grad():
-        for images, _ in tqdm(loader, desc="predict", disable=not progress):
+        for images, *_ in tqdm(loader, desc="predict", disable=not progress):
             outputs.append(model(preprocess.normalise(images))[0])
     return torch.cat(outputs).numpy() if outputs else np.zeros((0, 10), np.float32)
 
@@ -125,27 +132,40 @@ def train_student(
                 train.teacher_feature[order],
             )
     loader = DataLoader(
-        _TargetDataset(train, preprocess, use_teacher=config.kd.enabled),
+        _TargetDataset(train, preprocess),
         batch_size=config.batch_size,
         shuffle=True,
         generator=generator,
         num_workers=num_workers,
         drop_last=len(train.paths) > config.batch_size,
     )
-    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if config.freeze_backbone:
+        model.backbone.requires_grad_(False)
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    optimiser = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimiser, step_size=config.lr_step_epochs, gamma=0.1)
     history = TrainingHistory()
     for epoch in range(1, config.epochs + 1):
         model.train()
+        if config.freeze_backbone:
+            model.backbone.eval()  # frozen means frozen: BatchNorm statistics too
         losses = []
         for batch in tqdm(
             loader, desc=f"student epoch {epoch}/{config.epochs}", disable=not progress, leave=False
         ):
-            distribution, aesthetic_feature = model(preprocess.normalise(batch[0]))
-            if config.kd.enabled:
-                loss = kd_loss(distribution, aesthetic_feature, batch[1], batch[2], config.kd.feature_weight)
-            else:
-                loss = emd(batch[1], distribution)
+            images, ground_truth, teacher_distribution, teacher_feature = batch
+            distribution, aesthetic_feature = model(preprocess.normalise(images))
+            loss = student_loss(
+                distribution,
+                aesthetic_feature,
+                ground_truth,
+                teacher_distribution,
+                teacher_feature,
+                kd_enabled=config.kd.enabled,
+                feature_weight=config.kd.feature_weight,
+                target=config.kd.target,
+                mix=config.kd.mix,
+            )
             if not torch.isfinite(loss):
                 raise UserError(f"student: loss became {loss.item()} at epoch {epoch}; lower student.lr")
             optimiser.zero_grad(set_to_none=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from iaakd.data.images import RESIZE_FILTERS
+from iaakd.losses import MIXES, OUTPUT_TARGETS
 from iaakd.plots import training_curves
 from iaakd.stages import common, data_access
 from iaakd.student import StudentConfig, StudentData, save_student, train_student
@@ -22,6 +23,13 @@ def student_config(params: dict) -> StudentConfig:
     common.require(
         config.epochs > 0 and config.batch_size > 0,
         "params: student.epochs and student.batch_size must be positive",
+    )
+    common.require(
+        config.kd.target in OUTPUT_TARGETS,
+        f"params: student.kd.target='{config.kd.target}' is not one of {', '.join(OUTPUT_TARGETS)}",
+    )
+    common.require(
+        config.kd.mix in MIXES, f"params: student.kd.mix='{config.kd.mix}' is not one of {', '.join(MIXES)}"
     )
     return config
 
