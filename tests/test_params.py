@@ -45,3 +45,43 @@ def test_stage_with_bad_params_exits_non_zero_with_one_line(tmp_path):
     )
     assert result.returncode == 1
     assert result.stderr.strip() == "error: params: data.source='flickr' is not one of demo, ava"
+
+
+def test_paper_preset_applies_onto_params_and_builds_valid_configs(tmp_path):
+    import shutil
+
+    shutil.copy(REPO_ROOT / "params.yaml", tmp_path / "params.yaml")
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "scripts" / "apply_preset.py"),
+            str(REPO_ROOT / "presets" / "paper.yaml"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    params = common.load_params(tmp_path / "params.yaml")
+    config = student_config(params)
+    assert (config.input_size, config.batch_size, config.lr, config.lr_step_epochs, config.epochs) == (
+        300,
+        16,
+        3e-5,
+        3,
+        12,
+    )
+    assert params["distiller"]["batch_size"] == 512 and params["distiller"]["keep"] == "last"
+    assert len(params["features"]["backbones"]) == 3
+
+
+def test_preset_with_an_unknown_key_is_refused(tmp_path):
+    (tmp_path / "params.yaml").write_text("student:\n  epochs: 3\n")
+    (tmp_path / "bad.yaml").write_text("student:\n  epoch: 12\n")
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "apply_preset.py"), "bad.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1 and "key student.epoch is not in params.yaml" in result.stderr

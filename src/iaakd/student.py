@@ -149,7 +149,7 @@ def train_student(
         model.train()
         if config.freeze_backbone:
             model.backbone.eval()  # frozen means frozen: BatchNorm statistics too
-        losses = []
+        losses, train_predicted, train_true = [], [], []
         for batch in tqdm(
             loader, desc=f"student epoch {epoch}/{config.epochs}", disable=not progress, leave=False
         ):
@@ -172,11 +172,16 @@ def train_student(
             loss.backward()
             optimiser.step()
             losses.append(loss.item())
+            train_predicted.append(mean_score(distribution.detach().numpy()))
+            train_true.append(mean_score(ground_truth.numpy()))
         scheduler.step()
         val_prediction = predict(model, val.paths, preprocess, num_workers=num_workers)
         history.add(
             epoch=epoch,
             train_loss=float(np.mean(losses)),
+            train_srcc=srcc(
+                np.concatenate(train_predicted), np.concatenate(train_true)
+            ),  # in train mode, during the epoch
             val_emd=float(emd(torch.from_numpy(val.ground_truth), torch.from_numpy(val_prediction))),
             val_srcc=srcc(mean_score(val_prediction), mean_score(val.ground_truth)),
         )
