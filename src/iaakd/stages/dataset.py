@@ -88,6 +88,7 @@ def main(_argv: list[str]) -> None:
             "mean_score_sd": float(scores.std()),
             "share_above_5": float((scores > 5).mean()),
             "votes_median": float(np.median(labels["n_votes"])),
+            "provenance": common.provenance(),
         },
     )
     print(f"dataset: {len(labels)} usable images, {len(skipped)} rows skipped (listed in {common.SKIPPED})")
