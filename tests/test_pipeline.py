@@ -139,3 +139,39 @@ def test_student_without_offline_weights_stops_with_one_clear_line(tiny_repo):
     result = run(tiny_repo, "dvc", "repro")
     assert stages_run(result.stdout) == {"student", "evaluate"}
     assert json.loads((tiny_repo / "metrics" / "student.json").read_text())["weights"] == "random"
+
+
+def test_pipeline_on_the_real_ava_sample(ava_sample, tmp_path):
+    """Real rows, 86 real photos, most rows without an image, as in real downloads: the run completes,
+    lists what it skipped, and evaluates on the official test ids that have an image."""
+    repo = tmp_path / "ava"
+    repo.mkdir()
+    for name in ("dvc.yaml", "params.yaml", ".gitignore"):
+        shutil.copy(REPO_ROOT / name, repo / name)
+    shutil.copytree(
+        REPO_ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+    )
+    set_params(
+        repo,
+        {
+            **TINY,
+            ("data", "source"): "ava",
+            ("data", "root"): str(ava_sample),
+            ("data", "max_missing_fraction"): 0.95,
+        },
+    )
+    run(repo, "git", "init", "-q")
+    run(repo, "dvc", "init", "-q")
+    run(repo, "dvc", "repro")
+    dataset = json.loads((repo / "metrics" / "dataset.json").read_text())
+    assert (dataset["rows"], dataset["images"], dataset["skipped"]) == (1212, 86, 1126)
+    skipped = (repo / "data" / "skipped.csv").read_text().splitlines()
+    assert skipped[0] == "image_id,file,reason" and len(skipped) == 1 + 1126
+    report = json.loads((repo / "metrics" / "evaluate.json").read_text())
+    assert report["n"] == 9 and report["noise_ceiling_srcc"] is None
+    # Too many missing images for the threshold: one clear line, and no labels that look complete.
+    set_params(repo, {("data", "max_missing_fraction"): 0.5})
+    result = run(repo, "dvc", "repro", check=False)
+    assert result.returncode != 0
+    assert "1126 of 1212 labelled rows (92.9 %) have no usable image" in result.stderr
+    assert not (repo / "data" / "labels.parquet").exists()
