@@ -26,7 +26,8 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from iaakd.data.images import EncodedImageDataset, ImageDataset, collate_encoded, same_size_batches
-from iaakd.extract import ExtractConfig, Extractor, autocast_context, extract_features, write_features
+from iaakd.devices import autocast_context
+from iaakd.extract import ExtractConfig, Extractor, extract_features, write_features
 from iaakd.features import PartWriter
 
 AVA_LIKE_SIZES = ((800, 600), (600, 800), (800, 533), (533, 800), (800, 800))

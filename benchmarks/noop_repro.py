@@ -71,7 +71,9 @@ def main() -> None:
         (repo / "dvc.yaml").write_text(PIPELINE.format(rows=args.rows))
         (repo / "params.yaml").write_text("data:\n  source: ava\nsplit:\n  name: official\n")
         (repo / "make_tables.py").write_text(MAKE_TABLES)
-        (repo / "write_metrics.py").write_text("import json\njson.dump({'n': 1}, open('metrics.json', 'w'))\n")
+        (repo / "write_metrics.py").write_text(
+            "import json\njson.dump({'n': 1}, open('metrics.json', 'w'))\n"
+        )
         env_path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
         os.environ["PATH"] = env_path
         for command in (

@@ -53,6 +53,7 @@ def main() -> None:
     args = parser.parse_args()
 
     params = common.load_params()
+    device = common.device_from_env()
     base = student_config(params)
     if args.epochs:
         base = dataclasses.replace(base, epochs=args.epochs)
@@ -87,9 +88,17 @@ def main() -> None:
             config = dataclasses.replace(base, seed=seed, kd=kd)
             print(f"--- {name}, seed {seed}", flush=True)
             model, preprocess, _, _ = train_student(
-                config, train, val, train.teacher_feature.shape[1], progress=common.show_progress()
+                config,
+                train,
+                val,
+                train.teacher_feature.shape[1],
+                progress=common.show_progress(),
+                device=device,
             )
-            runs.append({"seed": seed, **test_metrics(predict(model, test["path"].tolist(), preprocess))})
+            prediction = predict(
+                model, test["path"].tolist(), preprocess, device=device, precision=config.precision
+            )
+            runs.append({"seed": seed, **test_metrics(prediction)})
         results["runs"][name] = runs
         results["summary"][name] = summarise(runs)
     results["provenance"] = common.provenance()

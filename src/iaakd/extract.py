@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,11 +18,11 @@ from iaakd.data.images import (
     decode_on_device,
     same_size_batches,
 )
+from iaakd.devices import autocast_context
 from iaakd.errors import UserError
 from iaakd.features import PartWriter, make_table
 from iaakd.models import MLSP, WeightsInfo, create_backbone, normalisation
 
-PRECISIONS = ("fp32", "bf16", "fp16")
 DECODERS = ("cpu", "gpu")
 
 
@@ -65,13 +64,6 @@ class Extractor:
             full_name,
             config.channels_last,
         )
-
-
-def autocast_context(device: torch.device, precision: str):
-    if precision == "fp32":
-        return nullcontext()
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def extract_features(

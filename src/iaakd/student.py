@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from iaakd.data.images import Preprocess, load_rgb
+from iaakd.devices import autocast_context
 from iaakd.errors import UserError
 from iaakd.losses import emd, student_loss
 from iaakd.metrics import mean_score, srcc
@@ -22,6 +23,7 @@ from iaakd.models import Student, create_backbone, normalisation
 from iaakd.teacher import TrainingHistory, set_seed
 
 CHECKPOINT_FORMAT = 1
+CPU = torch.device("cpu")
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class StudentConfig:
     lr_step_epochs: int = 4
     weight_decay: float = 0.0
     freeze_backbone: bool = False  # Table V: train only the head
+    precision: str = "fp32"  # fp32 | bf16 | fp16: autocast on the device (fp16 with gradient scaling)
     seed: int = 0
     kd: KDConfig = field(default_factory=KDConfig)
 
@@ -97,16 +100,53 @@ def predict(
     batch_size: int = 32,
     num_workers: int = 0,
     progress: bool = False,
+    device: torch.device = CPU,
+    precision: str = "fp32",
 ) -> np.ndarray:
     """Predicted distributions (n, 10) for image files."""
     dataset = _TargetDataset(StudentData(paths, np.zeros((len(paths), 10), np.float32)), preprocess)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
-    model.eval()
+    loader = DataLoader(
+        dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=device.type == "cuda"
+    )
+    model.to(device).eval()
     outputs = []
-    with torch.no_grad():
+    with torch.no_grad(), autocast_context(device, precision):
         for images, *_ in tqdm(loader, desc="predict", disable=not progress):
-            outputs.append(model(preprocess.normalise(images))[0])
+            outputs.append(model(preprocess.normalise(images.to(device, non_blocking=True)))[0].float().cpu())
     return torch.cat(outputs).numpy() if outputs else np.zeros((0, 10), np.float32)
+
+
+def train_step(
+    model: Student,
+    preprocess: Preprocess,
+    batch: list[torch.Tensor],
+    optimiser: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    config: StudentConfig,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step on a batch from the loader; returns (loss, predicted distribution), on the device."""
+    images, ground_truth, teacher_distribution, teacher_feature = (
+        part.to(device, non_blocking=True) for part in batch
+    )
+    with autocast_context(device, config.precision):
+        distribution, aesthetic_feature = model(preprocess.normalise(images))
+        loss = student_loss(
+            distribution.float(),
+            aesthetic_feature.float(),
+            ground_truth,
+            teacher_distribution,
+            teacher_feature,
+            kd_enabled=config.kd.enabled,
+            feature_weight=config.kd.feature_weight,
+            target=config.kd.target,
+            mix=config.kd.mix,
+        )
+    optimiser.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimiser)
+    scaler.update()
+    return loss.detach(), distribution.detach()
 
 
 def train_student(
@@ -116,10 +156,12 @@ def train_student(
     feature_dim: int,
     num_workers: int = 0,
     progress: bool = True,
+    device: torch.device = CPU,
 ) -> tuple[Student, Preprocess, dict, TrainingHistory]:
     """Trains the student; returns the last epoch's model, its preprocessing, its weights source, and the curves."""
     generator = set_seed(config.seed)
     model, preprocess, weights_source = build_student(config, feature_dim)
+    model.to(device)
     if config.kd.enabled:
         if train.teacher_distribution is None or train.teacher_feature is None:
             raise UserError("student.kd.enabled is true but no teacher knowledge was given")
@@ -138,12 +180,14 @@ def train_student(
         generator=generator,
         num_workers=num_workers,
         drop_last=len(train.paths) > config.batch_size,
+        pin_memory=device.type == "cuda",
     )
     if config.freeze_backbone:
         model.backbone.requires_grad_(False)
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     optimiser = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimiser, step_size=config.lr_step_epochs, gamma=0.1)
+    scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
     history = TrainingHistory()
     for epoch in range(1, config.epochs + 1):
         model.train()
@@ -153,35 +197,25 @@ def train_student(
         for batch in tqdm(
             loader, desc=f"student epoch {epoch}/{config.epochs}", disable=not progress, leave=False
         ):
-            images, ground_truth, teacher_distribution, teacher_feature = batch
-            distribution, aesthetic_feature = model(preprocess.normalise(images))
-            loss = student_loss(
-                distribution,
-                aesthetic_feature,
-                ground_truth,
-                teacher_distribution,
-                teacher_feature,
-                kd_enabled=config.kd.enabled,
-                feature_weight=config.kd.feature_weight,
-                target=config.kd.target,
-                mix=config.kd.mix,
-            )
-            if not torch.isfinite(loss):
-                raise UserError(f"student: loss became {loss.item()} at epoch {epoch}; lower student.lr")
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            losses.append(loss.item())
-            train_predicted.append(mean_score(distribution.detach().numpy()))
-            train_true.append(mean_score(ground_truth.numpy()))
+            loss, distribution = train_step(model, preprocess, batch, optimiser, scaler, config, device)
+            losses.append(loss)
+            train_predicted.append(distribution)
+            train_true.append(batch[1])
+        epoch_loss = torch.stack(losses).mean().item()  # one synchronisation per epoch, not per step
+        if not np.isfinite(epoch_loss):
+            raise UserError(f"student: loss became {epoch_loss} in epoch {epoch}; lower student.lr")
         scheduler.step()
-        val_prediction = predict(model, val.paths, preprocess, num_workers=num_workers)
+        val_prediction = predict(
+            model, val.paths, preprocess, num_workers=num_workers, device=device, precision=config.precision
+        )
         history.add(
             epoch=epoch,
-            train_loss=float(np.mean(losses)),
+            train_loss=epoch_loss,
+            # in train mode, during the epoch
             train_srcc=srcc(
-                np.concatenate(train_predicted), np.concatenate(train_true)
-            ),  # in train mode, during the epoch
+                mean_score(torch.cat(train_predicted).float().cpu().numpy()),
+                mean_score(torch.cat(train_true).numpy()),
+            ),
             val_emd=float(emd(torch.from_numpy(val.ground_truth), torch.from_numpy(val_prediction))),
             val_srcc=srcc(mean_score(val_prediction), mean_score(val.ground_truth)),
         )
@@ -190,7 +224,7 @@ def train_student(
             tqdm.write(
                 f"student epoch {epoch}: train loss {row['train_loss']:.4f}, val EMD {row['val_emd']:.4f}, val SRCC {row['val_srcc']}"
             )
-    model.eval()
+    model.cpu().eval()
     return model, preprocess, weights_source, history
 
 

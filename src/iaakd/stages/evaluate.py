@@ -70,6 +70,8 @@ def main(_argv: list[str]) -> None:
         preprocess,
         num_workers=common.num_workers_from_env(),
         progress=common.show_progress(),
+        device=common.device_from_env(),
+        precision=checkpoint["config"].get("precision", "fp32"),
     )
 
     height, width = test.groupby(["height", "width"]).size().idxmax()  # the most common test image size

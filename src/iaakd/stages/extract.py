@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from iaakd.extract import DECODERS, PRECISIONS, ExtractConfig, Extractor, extract_features, write_features
+from iaakd.devices import PRECISIONS
+from iaakd.extract import DECODERS, ExtractConfig, Extractor, extract_features, write_features
 from iaakd.features import PartWriter
 from iaakd.stages import common
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from iaakd.data.images import RESIZE_FILTERS
+from iaakd.devices import PRECISIONS
 from iaakd.losses import MIXES, OUTPUT_TARGETS
 from iaakd.plots import training_curves
 from iaakd.stages import common, data_access
@@ -31,6 +32,10 @@ def student_config(params: dict) -> StudentConfig:
     common.require(
         config.kd.mix in MIXES, f"params: student.kd.mix='{config.kd.mix}' is not one of {', '.join(MIXES)}"
     )
+    common.require(
+        config.precision in PRECISIONS,
+        f"params: student.precision='{config.precision}' is not one of {', '.join(PRECISIONS)}",
+    )
     return config
 
 
@@ -56,6 +61,7 @@ def main(_argv: list[str]) -> None:
         feature_dim,
         num_workers=common.num_workers_from_env(),
         progress=common.show_progress(),
+        device=common.device_from_env(),
     )
     save_student(common.STUDENT_MODEL, model, preprocess, config, weights_source)
     last = history.rows[-1]
