@@ -75,26 +75,20 @@ def main() -> None:
         )
         steps = len(loader)
 
-        # Bare: the same number of steps on batches already on the device.
-        resident = [[part.to(device) for part in batch] for batch in loader]
-        for batch in resident[:3]:
-            train_step(model, preprocess, batch, optimiser, scaler, config, device)  # warm-up
-        synchronise(device)
-        start = time.perf_counter()
-        for batch in resident:
-            train_step(model, preprocess, batch, optimiser, scaler, config, device)
-        synchronise(device)
-        bare = steps * args.batch_size / (time.perf_counter() - start)
-        del resident
+        def images_per_second(batches) -> float:
+            """Runs a training step on every batch (after a warm-up pass), timed between synchronisations."""
+            for batch in batches:
+                train_step(model, preprocess, batch, optimiser, scaler, config, device)
+            synchronise(device)
+            start = time.perf_counter()
+            for batch in batches:
+                train_step(model, preprocess, batch, optimiser, scaler, config, device)
+            synchronise(device)
+            return steps * args.batch_size / (time.perf_counter() - start)
 
-        for batch in loader:  # warm-up epoch for the loader's workers
-            train_step(model, preprocess, batch, optimiser, scaler, config, device)
-        synchronise(device)
-        start = time.perf_counter()
-        for batch in loader:
-            train_step(model, preprocess, batch, optimiser, scaler, config, device)
-        synchronise(device)
-        full = steps * args.batch_size / (time.perf_counter() - start)
+        # Bare: the same steps on batches already on the device; then the loop as the stage runs it.
+        bare = images_per_second([[part.to(device) for part in batch] for batch in loader])
+        full = images_per_second(loader)
     result = {
         "backbone": model.backbone.pretrained_cfg["architecture"],
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
