@@ -1,6 +1,5 @@
 # Two entry points for a newcomer (README "Quick start"); everything else is plain dvc.
 VENV ?= .venv
-PY := $(VENV)/bin/python
 SETUP_STAMP := $(VENV)/.setup-done
 # Stage commands call `python`: it must be the environment's.
 export PATH := $(abspath $(VENV))/bin:$(PATH)

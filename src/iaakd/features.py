@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -68,11 +67,6 @@ class PartWriter:
 
 def read_table(folder: Path, columns: list[str] | None = None) -> pa.Table:
     return ds.dataset(str(folder), format="parquet").to_table(columns=columns)
-
-
-def iter_batches(folder: Path, batch_size: int, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
-    """Streams record batches, so memory does not grow with the number of rows."""
-    yield from ds.dataset(str(folder), format="parquet").to_batches(columns=columns, batch_size=batch_size)
 
 
 def read_metadata(folder: Path) -> dict:

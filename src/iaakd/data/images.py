@@ -114,22 +114,10 @@ def collate_encoded(items: list) -> tuple[torch.Tensor, list[torch.Tensor], list
 
 def _apply_orientation(image: torch.Tensor, orientation: int) -> torch.Tensor:
     """EXIF orientation (2-8) applied to a (3, H, W) tensor, as PIL's exif_transpose does."""
-    flip_w, flip_h = (2,), (3,)
-    if orientation in flip_w:
-        return image.flip(-1)
-    if orientation in flip_h:
-        return image.flip(-1).flip(-2)
-    if orientation == 4:
-        return image.flip(-2)
-    if orientation == 5:
-        return image.transpose(-1, -2)
-    if orientation == 6:
-        return image.transpose(-1, -2).flip(-1)
-    if orientation == 7:
-        return image.transpose(-1, -2).flip(-1).flip(-2)
-    if orientation == 8:
-        return image.transpose(-1, -2).flip(-2)
-    return image
+    if orientation in (5, 6, 7, 8):
+        image = image.transpose(-1, -2)
+    flips = {2: (-1,), 3: (-1, -2), 4: (-2,), 6: (-1,), 7: (-1, -2), 8: (-2,)}.get(orientation, ())
+    return image.flip(flips) if flips else image
 
 
 def decode_on_device(
