@@ -25,9 +25,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from iaakd.data.images import EncodedImageDataset, ImageDataset, collate_encoded, same_size_batches
+from iaakd.data.images import ImageDataset, same_size_batches
 from iaakd.devices import autocast_context
-from iaakd.extract import ExtractConfig, Extractor, extract_features, write_features
+from iaakd.extract import ExtractConfig, Extractor, extract_features, loader_dataset, write_features
 from iaakd.features import PartWriter
 
 AVA_LIKE_SIZES = ((800, 600), (600, 800), (800, 533), (533, 800), (800, 800))
@@ -86,10 +86,7 @@ def bare_forward(
 
 def loader_only(extractor: Extractor, paths, sizes, config: ExtractConfig, workers: int) -> float:
     """Images per second of the data loader alone, no model: decoding (cpu) or reading bytes (gpu)."""
-    if config.decode == "gpu":
-        dataset, collate = EncodedImageDataset(paths), collate_encoded
-    else:
-        dataset, collate = ImageDataset(paths, extractor.preprocess), None
+    dataset, collate = loader_dataset(paths, extractor.preprocess, config)
     batches = same_size_batches(sizes, config.batch_size)
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=collate)
     start = time.perf_counter()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from iaakd.data.images import (
@@ -21,7 +21,7 @@ from iaakd.data.images import (
 from iaakd.devices import autocast_context
 from iaakd.errors import UserError
 from iaakd.features import PartWriter, make_table
-from iaakd.models import MLSP, WeightsInfo, create_backbone, normalisation
+from iaakd.models import MLSP, WeightsInfo, create_backbone, model_name, normalisation
 
 DECODERS = ("cpu", "gpu")
 
@@ -54,16 +54,24 @@ class Extractor:
         mlsp = MLSP(backbone).eval().to(device)
         if config.channels_last:
             mlsp = mlsp.to(memory_format=torch.channels_last)
-        full_name = (
-            f"{backbone.pretrained_cfg['architecture']}.{backbone.pretrained_cfg.get('tag', '')}".rstrip(".")
-        )
         return cls(
             mlsp,
             Preprocess(mean=mean, std=std, size=config.input_size),
             weights,
-            full_name,
+            model_name(backbone),
             config.channels_last,
         )
+
+
+def loader_dataset(
+    paths: Sequence[str], preprocess: Preprocess, config: ExtractConfig
+) -> tuple[Dataset, Callable | None]:
+    """(dataset, collate function) for the decode mode: decoded uint8 images (cpu), or file bytes (gpu)."""
+    if config.decode == "gpu":
+        if config.input_size is not None:
+            raise UserError("features.decode=gpu works at full resolution only (features.input_size: null)")
+        return EncodedImageDataset(paths), collate_encoded
+    return ImageDataset(paths, preprocess), None
 
 
 def extract_features(
@@ -82,12 +90,7 @@ def extract_features(
     batches = same_size_batches(input_sizes, config.batch_size)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # batches repeat a few shapes: tune each once
-    if config.decode == "gpu":
-        if config.input_size is not None:
-            raise UserError("features.decode=gpu works at full resolution only (features.input_size: null)")
-        dataset, collate = EncodedImageDataset(paths), collate_encoded
-    else:
-        dataset, collate = ImageDataset(paths, extractor.preprocess), None
+    dataset, collate = loader_dataset(paths, extractor.preprocess, config)
     loader = DataLoader(
         dataset,
         batch_sampler=batches,

@@ -19,7 +19,7 @@ from iaakd.devices import autocast_context
 from iaakd.errors import UserError
 from iaakd.losses import emd, student_loss
 from iaakd.metrics import mean_score, srcc
-from iaakd.models import Student, create_backbone, normalisation
+from iaakd.models import Student, create_backbone, model_name, normalisation
 from iaakd.teacher import TrainingHistory, set_seed
 
 CHECKPOINT_FORMAT = 1
@@ -234,9 +234,7 @@ def save_student(
     """A self-describing checkpoint: architecture, input and normalisation, head sizes, weights source."""
     checkpoint = {
         "format": CHECKPOINT_FORMAT,
-        "backbone": model.backbone.pretrained_cfg["architecture"]
-        + "."
-        + model.backbone.pretrained_cfg.get("tag", ""),
+        "backbone": model_name(model.backbone),
         "weights_source": weights_source,
         "preprocess": preprocess.as_dict(),
         "feature_dim": model.output.in_features,
@@ -260,7 +258,7 @@ def load_student(path: Path) -> tuple[Student, Preprocess, dict]:
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     if checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path}: unknown checkpoint format {checkpoint.get('format')}")
-    backbone, _ = create_backbone(checkpoint["backbone"].rstrip("."), "random", num_classes=0)
+    backbone, _ = create_backbone(checkpoint["backbone"], "random", num_classes=0)
     model = Student(backbone, checkpoint["feature_dim"])
     model.load_state_dict(checkpoint["state_dict"])
     model.eval()

@@ -193,6 +193,12 @@ def create_backbone(
     )
 
 
+def model_name(model: nn.Module) -> str:
+    """The full ``arch.tag`` name of a timm model (the architecture alone when it has no tag)."""
+    config = model.pretrained_cfg
+    return f"{config['architecture']}.{config['tag']}" if config.get("tag") else config["architecture"]
+
+
 def normalisation(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The mean and std the model's weights were trained with (timm's pretrained config)."""
     config = model.pretrained_cfg

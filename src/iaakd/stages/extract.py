@@ -7,6 +7,7 @@ import pandas as pd
 from iaakd.devices import PRECISIONS
 from iaakd.extract import DECODERS, ExtractConfig, Extractor, extract_features, write_features
 from iaakd.features import PartWriter
+from iaakd.models import resolve_name
 from iaakd.stages import common
 
 
@@ -29,12 +30,13 @@ def main(argv: list[str]) -> None:
         config.decode in DECODERS,
         f"params: features.decode='{config.decode}' is not one of {', '.join(DECODERS)}",
     )
+    full_name = resolve_name(backbone)
+    common.require(
+        full_name == backbone,
+        f"params: features.backbones must use full names: '{backbone}' is '{full_name}'",
+    )
     device = common.device_from_env()
     extractor = Extractor.create(config, device)
-    common.require(
-        extractor.full_name == backbone,
-        f"params: features.backbones must use full names: '{backbone}' is '{extractor.full_name}'",
-    )
     labels = pd.read_parquet(common.LABELS, columns=["image_id", "path", "width", "height"])
     metadata = {
         "backbone": extractor.full_name,
