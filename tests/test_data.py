@@ -179,12 +179,13 @@ def test_same_size_batches_never_mix_sizes():
 
 
 def test_exif_rotated_image_reports_its_decoded_size(tmp_path):
-    from iaakd.data.ava import ORIENTATION_TAG, inspect_image
     from iaakd.data.images import load_rgb
+    from iaakd.data.scan import ORIENTATION_TAG, scan_image
 
     image = Image.new("RGB", (64, 32), (200, 10, 10))
     exif = image.getexif()
     exif[ORIENTATION_TAG] = 6  # rotate 90 degrees on display
     image.save(tmp_path / "rotated.jpg", exif=exif.tobytes())
-    width, height, _ = inspect_image(tmp_path / "rotated.jpg")
-    assert (width, height) == load_rgb(tmp_path / "rotated.jpg").size == (32, 64)
+    scan = scan_image(str(tmp_path / "rotated.jpg"))
+    assert (scan.width, scan.height) == load_rgb(tmp_path / "rotated.jpg").size == (32, 64)
+    assert scan.orientation == 6 and scan.unusual() == "EXIF orientation 6"

@@ -3,7 +3,6 @@ import pytest
 from scipy import stats
 
 from iaakd.metrics import (
-    binary_accuracy,
     bootstrap_srcc_ci,
     emd_numpy,
     mean_score,
@@ -32,8 +31,8 @@ def test_correlations_match_scipy_and_are_none_when_undefined():
 
 def test_accuracy_cutoff_is_strict():
     # A true mean of exactly 5.0 is "low"; predicting 5.0 is "low" too.
-    assert binary_accuracy(np.array([5.0, 5.01, 4.0]), np.array([5.0, 6.0, 5.0])) == pytest.approx(1.0)
-    assert binary_accuracy(np.array([5.01]), np.array([5.0])) == 0.0
+    assert score_metrics(np.array([5.0, 5.01, 4.0]), np.array([5.0, 6.0, 5.0]))["acc"] == pytest.approx(1.0)
+    assert score_metrics(np.array([5.01]), np.array([5.0]))["acc"] == 0.0
 
 
 def test_emd_numpy_normalises_vote_counts():
@@ -54,6 +53,8 @@ def test_bootstrap_interval_contains_the_estimate_and_is_seeded():
 
 def test_score_metrics_and_json_rounding():
     distribution = np.eye(10)[[4, 6, 7, 2]]
-    metrics = score_metrics(distribution, distribution, mean_score(distribution))
+    score = mean_score(distribution)
+    metrics = score_metrics(score, score, predicted_distribution=distribution, true_distribution=distribution)
     assert metrics["srcc"] == pytest.approx(1.0) and metrics["emd"] == pytest.approx(0.0)
+    assert score_metrics(score, score)["emd"] is None  # no distributions, no EMD
     assert round_floats({"a": [float("nan"), 0.1234567]}) == {"a": [None, 0.12346]}

@@ -44,7 +44,7 @@ def test_stage_with_bad_params_exits_non_zero_with_one_line(tmp_path):
         env={**os.environ, "IAAKD_PROGRESS": "0"},
     )
     assert result.returncode == 1
-    assert result.stderr.strip() == "error: params: data.source='flickr' is not one of demo, ava"
+    assert result.stderr.strip() == "error: params: data.source='flickr' is not one of demo, ava, csv"
 
 
 def test_paper_preset_applies_onto_params_and_builds_valid_configs(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -19,20 +21,35 @@ def emd(target: torch.Tensor, predicted: torch.Tensor, r: float = 2.0) -> torch.
     return per_sample.mean()
 
 
+def mse(target: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
+    """Mean squared error, the regression variant's output term (Eq. 13)."""
+    return F.mse_loss(predicted, target)
+
+
+def binary_cross_entropy(target: torch.Tensor, predicted: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """BCE of a predicted probability against a (soft) target, the binary variant's output term (Eq. 12).
+
+    Written out rather than ``F.binary_cross_entropy``, which autocast refuses."""
+    predicted = predicted.clamp(eps, 1 - eps)
+    return -(target * predicted.log() + (1 - target) * (1 - predicted).log()).mean()
+
+
+OutputLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 OUTPUT_TARGETS = ("teacher", "ground_truth")
 MIXES = ("none", "loss", "label")
 
 
 def student_loss(
-    student_distribution: torch.Tensor,
+    student_output: torch.Tensor,
     student_feature: torch.Tensor,
     ground_truth: torch.Tensor,
-    teacher_distribution: torch.Tensor | None,
+    teacher_output: torch.Tensor | None,
     teacher_feature: torch.Tensor | None,
     kd_enabled: bool = True,
     feature_weight: float = 1.0,
     target: str = "teacher",
     mix: str = "none",
+    output_loss: OutputLoss = emd,
 ) -> torch.Tensor:
     """The student's objective, every variant of the paper as a switch.
 
@@ -41,20 +58,21 @@ def student_loss(
       distribution (Eq. 7) or the ground truth (Table VI).
     - ``mix="loss"`` (Eq. 10): 1/2 EMD(D_t, D_s) + 1/2 EMD(D_GT, D_s) + w * MSE(f_t, f_s).
     - ``mix="label"`` (Eq. 11): EMD(1/2 D_GT + 1/2 D_t, D_s) + w * MSE(f_t, f_s).
-    ``feature_weight=0`` removes the feature term (Table VI).
+    ``feature_weight=0`` removes the feature term (Table VI). ``output_loss`` is EMD for distributions;
+    MSE (Eq. 13) and BCE (Eq. 12) give the regression and binary variants (``iaakd.tasks``).
     """
     if not kd_enabled:
-        return emd(ground_truth, student_distribution)
+        return output_loss(ground_truth, student_output)
     if mix == "loss":
-        loss = 0.5 * emd(teacher_distribution, student_distribution) + 0.5 * emd(
-            ground_truth, student_distribution
+        loss = 0.5 * output_loss(teacher_output, student_output) + 0.5 * output_loss(
+            ground_truth, student_output
         )
     elif mix == "label":
-        loss = emd(0.5 * ground_truth + 0.5 * teacher_distribution, student_distribution)
+        loss = output_loss(0.5 * ground_truth + 0.5 * teacher_output, student_output)
     elif target == "ground_truth":
-        loss = emd(ground_truth, student_distribution)
+        loss = output_loss(ground_truth, student_output)
     else:
-        loss = emd(teacher_distribution, student_distribution)
+        loss = output_loss(teacher_output, student_output)
     if feature_weight:
         loss = loss + feature_weight * F.mse_loss(student_feature, teacher_feature)
     return loss

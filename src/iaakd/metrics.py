@@ -35,13 +35,6 @@ def plcc(predicted: np.ndarray, target: np.ndarray) -> float | None:
     return _finite_or_none(stats.pearsonr(predicted, target).statistic)
 
 
-def binary_accuracy(predicted: np.ndarray, target: np.ndarray, cutoff: float = 5.0) -> float | None:
-    """Share of items on the same side of the cut-off; "high" is strictly above it, as in AVA's labels."""
-    if len(predicted) == 0:
-        return None
-    return float(np.mean((np.asarray(predicted) > cutoff) == (np.asarray(target) > cutoff)))
-
-
 def emd_numpy(target: np.ndarray, predicted: np.ndarray) -> float | None:
     """Mean per-sample EMD (r = 2) of (n, 10) distributions, normalised row-wise."""
     if len(target) == 0:
@@ -74,20 +67,24 @@ def bootstrap_srcc_ci(
 
 
 def score_metrics(
-    predicted_distribution: np.ndarray,
-    target_distribution: np.ndarray | None,
-    target_score: np.ndarray,
+    predicted_score: np.ndarray,
+    true_score: np.ndarray,
     cutoff: float = 5.0,
+    predicted_high: np.ndarray | None = None,
+    predicted_distribution: np.ndarray | None = None,
+    true_distribution: np.ndarray | None = None,
 ) -> dict[str, float | None]:
-    """SRCC, PLCC, Acc on predicted mean scores, and EMD where the targets are distributions."""
-    predicted_score = mean_score(predicted_distribution)
+    """SRCC, PLCC on predicted scores; Acc on high/low calls (by default: predicted score above the
+    cut-off); EMD only where both sides are distributions."""
+    if predicted_high is None:
+        predicted_high = np.asarray(predicted_score) > cutoff
+    true_high = np.asarray(true_score) > cutoff
+    has_distributions = predicted_distribution is not None and true_distribution is not None
     return {
-        "srcc": srcc(predicted_score, target_score),
-        "plcc": plcc(predicted_score, target_score),
-        "acc": binary_accuracy(predicted_score, target_score, cutoff),
-        "emd": emd_numpy(target_distribution, predicted_distribution)
-        if target_distribution is not None
-        else None,
+        "srcc": srcc(predicted_score, true_score),
+        "plcc": plcc(predicted_score, true_score),
+        "acc": float(np.mean(predicted_high == true_high)) if len(true_high) else None,
+        "emd": emd_numpy(true_distribution, predicted_distribution) if has_distributions else None,
     }
 
 

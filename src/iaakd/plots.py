@@ -33,8 +33,16 @@ def training_curves(rows: list[dict], folder: Path, title: str) -> None:
     plt.close(figure)
 
 
-def predictions(scores: dict[str, np.ndarray], true_score: np.ndarray, cutoff: float, folder: Path) -> None:
-    """scatter.csv/png (predicted vs true mean score), histogram.png, confusion.csv/png at the cut-off."""
+def predictions(
+    scores: dict[str, np.ndarray],
+    true_score: np.ndarray,
+    cutoff: float,
+    folder: Path,
+    predicted_high: dict[str, np.ndarray] | None = None,
+) -> None:
+    """scatter.csv/png (predicted vs true mean score), histogram.png, confusion.csv/png at the cut-off
+    (``predicted_high`` gives the high/low calls where they are not "score above the cut-off")."""
+    predicted_high = predicted_high or {name: value > cutoff for name, value in scores.items()}
     folder.mkdir(parents=True, exist_ok=True)
     frame = pd.DataFrame({"true_score": true_score, **{name: value for name, value in scores.items()}})
     frame.to_csv(folder / "scatter.csv", index=False, float_format="%.5f")
@@ -69,7 +77,7 @@ def predictions(scores: dict[str, np.ndarray], true_score: np.ndarray, cutoff: f
     figure, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.4), squeeze=False)
     for axis, name in zip(axes[0], names, strict=True):
         matrix = np.zeros((2, 2), dtype=int)
-        for actual, predicted in zip(true_score > cutoff, scores[name] > cutoff, strict=True):
+        for actual, predicted in zip(true_score > cutoff, predicted_high[name], strict=True):
             matrix[int(actual), int(predicted)] += 1
             rows.append(
                 {

@@ -1,6 +1,7 @@
 """Score your own photos with a trained student: ``iaakd-score models/student.pt photo.jpg folder/ ...``.
 
-Prints CSV (path, mean score, the 10-bin distribution) to stdout or to ``--out``. The checkpoint holds
+Prints CSV (path, mean score and the 10-bin distribution; or the score; or the probability of "high",
+by the model's output type) to stdout or to ``--out``. The checkpoint holds
 everything needed (architecture, input size, resize filter, normalisation); nothing is downloaded.
 """
 
@@ -12,10 +13,9 @@ import csv
 import sys
 from pathlib import Path
 
-from iaakd.data.ava import inspect_image
+from iaakd.data.scan import scan_images
 from iaakd.errors import UserError
-from iaakd.metrics import mean_score
-from iaakd.student import load_student, predict
+from iaakd.student import checkpoint_task, load_student, predict
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -30,10 +30,10 @@ def collect(inputs: list[str]) -> list[Path]:
             paths.append(path)
         else:
             raise UserError(f"not a file or folder: {item}")
-    for path in paths:
-        found = inspect_image(path)
-        if isinstance(found, str):
-            raise UserError(f"{path}: {found}")
+    scans = scan_images([str(path) for path in paths])
+    for path, problem in zip(paths, scans["problem"], strict=True):
+        if problem is not None:
+            raise UserError(f"{path}: {problem}")
     return paths
 
 
@@ -45,9 +45,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args(argv)
     try:
-        model, preprocess, _ = load_student(Path(args.model))
+        model, preprocess, checkpoint = load_student(Path(args.model))
+        task = checkpoint_task(checkpoint)
         paths = collect(args.images)
-        distribution = predict(
+        output = predict(
             model, [str(p) for p in paths], preprocess, batch_size=args.batch_size, progress=len(paths) > 64
         )
     except UserError as error:
@@ -58,9 +59,15 @@ def main(argv: list[str] | None = None) -> None:
             stack.enter_context(open(args.out, "w", newline="", encoding="utf-8")) if args.out else sys.stdout
         )
         writer = csv.writer(handle)
-        writer.writerow(["path", "mean_score", *[f"p{k}" for k in range(1, 11)]])
-        for path, score, row in zip(paths, mean_score(distribution), distribution, strict=True):
-            writer.writerow([str(path), f"{score:.4f}", *[f"{p:.5f}" for p in row]])
+        if task.output == "binary":
+            writer.writerow(["path", "p_high"])
+            for path, probability in zip(paths, task.predicted_score(output), strict=True):
+                writer.writerow([str(path), f"{probability:.5f}"])
+            return
+        bins = [f"p{k}" for k in range(1, 11)] if task.output == "distribution" else []
+        writer.writerow(["path", "mean_score", *bins])
+        for path, score, row in zip(paths, task.predicted_score(output), output, strict=True):
+            writer.writerow([str(path), f"{score:.4f}", *([f"{p:.5f}" for p in row] if bins else [])])
 
 
 if __name__ == "__main__":

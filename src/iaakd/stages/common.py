@@ -32,6 +32,7 @@ TEACHER_DIR = Path("data/teacher")
 DISTILLER_MODEL = Path("models/distiller.pt")
 STUDENT_MODEL = Path("models/student.pt")
 DEMO_ROOT = Path("data/demo")
+WORK_DIR = Path(".work")  # outside DVC's outputs: scan cache, training checkpoints (DESIGN.md)
 
 
 def load_params(path: Path = PARAMS_FILE) -> dict:
@@ -111,6 +112,20 @@ def build_config(cls: type, values: dict, prefix: str, ignore: tuple[str, ...] =
 def require(condition: bool, message: str) -> None:
     if not condition:
         raise UserError(message)
+
+
+def require_positive(prefix: str, **values: float) -> None:
+    """Every value > 0, else one line naming the first key that is not."""
+    for name, value in values.items():
+        require(value > 0, f"params: {prefix}.{name}={value} must be positive")
+
+
+def require_fraction(key: str, value: float, closed_high: bool = False) -> None:
+    """0 <= value < 1 (or <= 1), else one line naming the key."""
+    require(
+        0 <= value <= 1 if closed_high else 0 <= value < 1,
+        f"params: {key}={value} must be in [0, {'1]' if closed_high else '1)'}",
+    )
 
 
 def provenance(device: str = "cpu", precision: str = "fp32") -> dict:

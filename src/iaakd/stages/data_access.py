@@ -5,31 +5,56 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from iaakd.features import read_table, vector_column
+from iaakd.features import read_metadata, read_table, vector_column
 from iaakd.stages import common
+from iaakd.tasks import OUTPUTS, Task
 
 
 def labels_with_split() -> pd.DataFrame:
-    """Labels joined with the split on image_id, with the ground-truth distribution as an (n, 10) column."""
+    """Labels joined with the split on image_id, with the votes as an (n, 10) column where there are votes."""
     labels = pd.read_parquet(common.LABELS)
     split = pd.read_parquet(common.SPLIT)
     frame = labels.merge(split, on="image_id", how="inner", validate="one_to_one")
     return frame.sort_values("image_id", kind="stable").reset_index(drop=True)
 
 
-def ground_truth(frame: pd.DataFrame) -> np.ndarray:
+def ground_truth(frame: pd.DataFrame) -> np.ndarray | None:
+    """Vote distributions (n, 10), or None for labels that are scores only."""
+    if "votes" not in frame:
+        return None
     votes = np.stack(frame["votes"].to_numpy()).astype(np.float32)
     return votes / votes.sum(axis=1, keepdims=True)
 
 
+def task_from_params(params: dict) -> Task:
+    """The output type (``task.output``), the labels' score range, and the cut-off (``evaluate.cutoff``)."""
+    output = common.section(params, "task").get("output", "distribution")
+    common.require(output in OUTPUTS, f"params: task.output='{output}' is not one of {', '.join(OUTPUTS)}")
+    cutoff = common.section(params, "evaluate").get("cutoff", 5.0)
+    common.require(
+        isinstance(cutoff, int | float) and not isinstance(cutoff, bool),
+        f"params: evaluate.cutoff must be a number, got {cutoff!r}",
+    )
+    common.require(common.LABELS.is_file(), f"{common.LABELS} not found (run the dataset stage)")
+    metadata = read_metadata(common.LABELS)
+    common.require(
+        output != "distribution" or metadata.get("has_votes", True),
+        f"{common.LABELS}: the labels are scores without vote counts; set task.output=score (or binary)",
+    )
+    return Task(output, tuple(metadata.get("score_range", (1.0, 10.0))), float(cutoff))
+
+
+def targets(frame: pd.DataFrame, task: Task) -> np.ndarray:
+    """Ground-truth training targets of ``frame``'s rows for ``task``."""
+    return task.targets(ground_truth(frame), frame["mean_score"].to_numpy())
+
+
 def teacher_knowledge(image_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(teacher_distribution, teacher_feature) rows for ``image_ids``, joined on id."""
+    """(teacher_output, teacher_feature) rows for ``image_ids``, joined on id."""
     table = read_table(common.TEACHER_DIR)
     position = pd.Index(table.column("image_id").to_pylist()).get_indexer(pd.Index(image_ids))
     if (position < 0).any():
         raise common.UserError(
             f"{common.TEACHER_DIR}: no teacher knowledge for {len(position[position < 0])} images (rerun `teacher`)"
         )
-    return vector_column(table, "teacher_distribution")[position], vector_column(table, "teacher_feature")[
-        position
-    ]
+    return vector_column(table, "teacher_output")[position], vector_column(table, "teacher_feature")[position]

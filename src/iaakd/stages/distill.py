@@ -8,7 +8,6 @@ from pathlib import Path
 import torch
 
 from iaakd.features import load_concatenated
-from iaakd.metrics import mean_score, score_metrics
 from iaakd.plots import training_curves
 from iaakd.stages import common, data_access
 from iaakd.teacher import DistillerConfig, export_knowledge, train_distiller
@@ -27,11 +26,20 @@ def main(_argv: list[str]) -> None:
     common.require(
         config.keep in ("best", "last"), f"params: distiller.keep='{config.keep}' is not one of best, last"
     )
+    common.require_positive(
+        "distiller", epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
+        lr_step_epochs=config.lr_step_epochs, hidden=min(config.hidden, default=0),
+    )  # fmt: skip
+    common.require_fraction("distiller.dropout", config.dropout)
+    common.require(
+        config.weight_decay >= 0, f"params: distiller.weight_decay={config.weight_decay} must be >= 0"
+    )
+    task = data_access.task_from_params(params)
     frame = data_access.labels_with_split()
     features, metadata = load_concatenated(
         [common.FEATURES_DIR / b for b in backbones], frame["image_id"].tolist()
     )
-    targets = data_access.ground_truth(frame)
+    targets = data_access.targets(frame, task)
     parts = {name: (frame["split"] == name).to_numpy() for name in ("train", "val")}
     common.require(parts["val"].sum() > 0, "split: the validation part is empty; raise split.val_fraction")
     model, history = train_distiller(
@@ -40,13 +48,16 @@ def main(_argv: list[str]) -> None:
         features[parts["val"]],
         targets[parts["val"]],
         config,
+        task,
         progress=common.show_progress(),
+        work_root=common.WORK_DIR / "distill",
     )
     common.DISTILLER_MODEL.parent.mkdir(parents=True, exist_ok=True)
     staging = common.DISTILLER_MODEL.with_name(common.DISTILLER_MODEL.name + ".partial")
     torch.save(
         {
             "config": asdict(config),
+            "task": task.as_dict(),
             "backbones": backbones,
             "input_dim": features.shape[1],
             "feature_metadata": metadata,
@@ -57,9 +68,14 @@ def main(_argv: list[str]) -> None:
     staging.replace(common.DISTILLER_MODEL)
 
     results = {}
+    true_distribution = data_access.ground_truth(frame)
     for name, mask in parts.items():
-        _, distribution = export_knowledge(model, features[mask])
-        results[name] = score_metrics(distribution, targets[mask], mean_score(targets[mask]))
+        _, output = export_knowledge(model, features[mask])
+        results[name] = task.metrics(
+            output,
+            frame["mean_score"].to_numpy()[mask],
+            true_distribution[mask] if true_distribution is not None else None,
+        )
     gap = (
         None
         if results["train"]["srcc"] is None or results["val"]["srcc"] is None
@@ -76,6 +92,7 @@ def main(_argv: list[str]) -> None:
             "input_dim": int(features.shape[1]),
             "teacher_feature_dim": model.feature_dim,
             "backbones": backbones,
+            "output": task.output,
             "provenance": common.provenance(),
         },
     )

@@ -11,11 +11,12 @@ import torch
 
 from iaakd.costs import backbone_costs, gmacs
 from iaakd.data.ava import CATEGORY_TAGS
-from iaakd.metrics import bootstrap_srcc_ci, mean_score, score_metrics, srcc
+from iaakd.metrics import bootstrap_srcc_ci, srcc
 from iaakd.models import count_parameters
 from iaakd.plots import predictions
 from iaakd.stages import common, data_access
-from iaakd.student import load_student, predict
+from iaakd.student import checkpoint_task, load_student, predict
+from iaakd.tasks import Task
 
 
 @dataclass(frozen=True)
@@ -43,14 +44,14 @@ def teacher_costs(distiller_file: Path, height: int, width: int) -> tuple[float,
     return params_m + distiller_params / 1e6, macs + distiller_macs / 1e9
 
 
-def per_category(frame: pd.DataFrame, predicted: np.ndarray, cutoff: float) -> dict:
+def per_category(frame: pd.DataFrame, output: np.ndarray, task: Task) -> dict:
     """Membership by AVA's two tags per image (the paper's Table IX), not by the category lists."""
     results = {}
     for name, tag in CATEGORY_TAGS.items():
         member = ((frame["tag1"] == tag) | (frame["tag2"] == tag)).to_numpy()
         if member.sum() == 0:
             continue
-        metrics = score_metrics(predicted[member], None, frame["mean_score"].to_numpy()[member], cutoff)
+        metrics = task.metrics(output[member], frame["mean_score"].to_numpy()[member])
         results[name] = {"n": int(member.sum()), **{k: metrics[k] for k in ("srcc", "plcc", "acc")}}
     return results
 
@@ -62,9 +63,11 @@ def main(_argv: list[str]) -> None:
     train_above = (frame.loc[frame["split"] == "train", "mean_score"] > config.cutoff).mean()
     test = frame[frame["split"] == "test"].reset_index(drop=True)
     true_distribution, true_score = data_access.ground_truth(test), test["mean_score"].to_numpy()
-    teacher_distribution, _ = data_access.teacher_knowledge(test["image_id"].tolist())
+    teacher_output, _ = data_access.teacher_knowledge(test["image_id"].tolist())
     student, preprocess, checkpoint = load_student(common.STUDENT_MODEL)
-    student_distribution = predict(
+    trained = checkpoint_task(checkpoint)
+    task = Task(trained.output, trained.score_range, config.cutoff)  # the cut-off is evaluate's
+    student_output = predict(
         student,
         test["path"].tolist(),
         preprocess,
@@ -77,37 +80,39 @@ def main(_argv: list[str]) -> None:
     height, width = test.groupby(["height", "width"]).size().idxmax()  # the most common test image size
     teacher_params, teacher_macs = teacher_costs(common.DISTILLER_MODEL, int(height), int(width))
     size = preprocess.size
-    report = {"n": len(test)}
+    report = {"n": len(test), "output": task.output}
     latent = test["latent_score"].to_numpy()
     report["noise_ceiling_srcc"] = srcc(latent, true_score) if np.isfinite(latent).all() else None
-    for name, distribution, params_m, macs, input_size in (
-        ("teacher", teacher_distribution, teacher_params, teacher_macs, f"{width}x{height}"),
+    for name, output, params_m, macs, input_size in (
+        ("teacher", teacher_output, teacher_params, teacher_macs, f"{width}x{height}"),
         (
             "student",
-            student_distribution,
+            student_output,
             count_parameters(student) / 1e6,
             gmacs(student, (1, 3, size, size)),
             f"{size}x{size}",
         ),
     ):
-        metrics = score_metrics(distribution, true_distribution, true_score, config.cutoff)
+        metrics = task.metrics(output, true_score, true_distribution)
         metrics["srcc_ci95"] = bootstrap_srcc_ci(
-            mean_score(distribution), true_score, config.seed, config.bootstrap_resamples
+            task.predicted_score(output), true_score, config.seed, config.bootstrap_resamples
         )
         report[name] = {**metrics, "params_m": params_m, "gmacs": macs, "gmacs_input": input_size}
     # The constant predictor says "high" for everything when most training images are high (about 71 % on AVA).
     constant_high = train_above >= 0.5
     report["constant_predictor_acc"] = float(((true_score > config.cutoff) == constant_high).mean())
-    report["per_category"] = per_category(test, student_distribution, config.cutoff)
-    report["per_category_teacher"] = per_category(test, teacher_distribution, config.cutoff)
+    report["per_category"] = per_category(test, student_output, task)
+    report["per_category_teacher"] = per_category(test, teacher_output, task)
     report["student_backbone"] = checkpoint["backbone"]
     report["provenance"] = common.provenance()
     common.write_json(Path("metrics/evaluate.json"), report)
+    outputs = {"teacher": teacher_output, "student": student_output}
     predictions(
-        {"teacher": mean_score(teacher_distribution), "student": mean_score(student_distribution)},
+        {name: task.predicted_score(output) for name, output in outputs.items()},
         true_score,
         config.cutoff,
         Path("plots/evaluate"),
+        {name: task.predicted_high(output) for name, output in outputs.items()},
     )
     print(
         f"evaluate: teacher SRCC {report['teacher']['srcc']:.3f}, student SRCC {report['student']['srcc']:.3f}, "

@@ -1,36 +1,58 @@
-"""Stage `split`: data/split.parquet, image_id -> train / val / test."""
+"""Stage `split`: data/split.parquet, image_id -> train / val / test (metrics/split.json: counts)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 
+from iaakd.data.ava import read_id_list
 from iaakd.data.splits import SplitConfig, make_split
 from iaakd.features import write_parquet_atomic
 from iaakd.stages import common
-from iaakd.stages.dataset import layout_from_params
+from iaakd.stages.dataset import data_config, layout_from_params
 
 
 def main(_argv: list[str]) -> None:
     params = common.load_params()
     split_params = common.section(params, "split")
     config = common.build_config(SplitConfig, split_params, "split", ignore=("ilgnet_dir",))
+    common.require_fraction("split.val_fraction", config.val_fraction)
+    data = data_config(params)
     common.require(
-        0 <= config.val_fraction < 1, f"params: split.val_fraction={config.val_fraction} must be in [0, 1)"
+        data.source != "csv" or config.name == "random",
+        f"params: split.name={config.name} needs AVA's image lists; use split.name=random with data.source=csv",
     )
-    layout = layout_from_params(common.section(params, "data"))
     labels = pd.read_parquet(common.LABELS, columns=["image_id"])
-    ilgnet_dir = layout.root / str(split_params.get("ilgnet_dir", "ilgnet_split"))
-    test_list, train_list = {
-        "official": (layout.lists_dir / "generic_test.jpgl", None),
-        "ilgnet": (ilgnet_dir / "AVA1_val.txt", ilgnet_dir / "AVA1_train.txt"),
-    }.get(config.name, (None, None))
+    test_list, train_list = None, None
+    if data.source != "csv":
+        layout = layout_from_params(data)
+        ilgnet_dir = layout.root / str(split_params.get("ilgnet_dir", "ilgnet_split"))
+        test_list, train_list = {
+            "official": (layout.lists_dir / "generic_test.jpgl", None),
+            "ilgnet": (ilgnet_dir / "AVA1_val.txt", ilgnet_dir / "AVA1_train.txt"),
+        }.get(config.name, (None, None))
     split = make_split(labels["image_id"], config, test_list, train_list)
     write_parquet_atomic(pa.Table.from_pandas(split, preserve_index=False), common.SPLIT)
-    counts = split["split"].value_counts().to_dict()
+    counts = {name: int((split["split"] == name).sum()) for name in ("train", "val", "test")}
+    # Ids a list names that have no usable labelled image (most of AVA's lists, with a partial download)
+    # are left out of the split; how many is said here and in metrics/split.json.
+    unlabelled = 0
+    if test_list is not None:
+        unlabelled = len(set(read_id_list(test_list)) - set(labels["image_id"]))
+    common.write_json(
+        Path("metrics/split.json"),
+        {"name": config.name, **counts, "test_list_ids_without_image": unlabelled},
+    )
     print(
         f"split {config.name}: "
-        + ", ".join(f"{name} {counts.get(name, 0)}" for name in ("train", "val", "test"))
+        + ", ".join(f"{name} {count}" for name, count in counts.items())
+        + (
+            f"; {unlabelled} ids of {test_list.name} have no usable labelled image (left out)"
+            if unlabelled
+            else ""
+        )
     )
 
 

@@ -10,6 +10,7 @@ from iaakd.losses import MIXES, OUTPUT_TARGETS
 from iaakd.plots import training_curves
 from iaakd.stages import common, data_access
 from iaakd.student import StudentConfig, StudentData, save_student, train_student
+from iaakd.tasks import Task
 
 
 def student_config(params: dict) -> StudentConfig:
@@ -21,9 +22,16 @@ def student_config(params: dict) -> StudentConfig:
         config.resize_filter in RESIZE_FILTERS,
         f"params: student.resize_filter='{config.resize_filter}' is not one of {', '.join(RESIZE_FILTERS)}",
     )
+    common.require_positive(
+        "student", epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
+        lr_step_epochs=config.lr_step_epochs,
+    )  # fmt: skip
     common.require(
-        config.epochs > 0 and config.batch_size > 0,
-        "params: student.epochs and student.batch_size must be positive",
+        config.weight_decay >= 0, f"params: student.weight_decay={config.weight_decay} must be >= 0"
+    )
+    common.require(
+        config.kd.feature_weight >= 0,
+        f"params: student.kd.feature_weight={config.kd.feature_weight} must be >= 0",
     )
     common.require(
         config.kd.target in OUTPUT_TARGETS,
@@ -39,37 +47,41 @@ def student_config(params: dict) -> StudentConfig:
     return config
 
 
-def split_data(frame, split_name: str, with_teacher: bool) -> StudentData:
+def split_data(frame, split_name: str, task: Task, with_teacher: bool) -> StudentData:
     part = frame[frame["split"] == split_name]
-    data = StudentData(part["path"].tolist(), data_access.ground_truth(part))
+    data = StudentData(part["path"].tolist(), data_access.targets(part, task))
     if with_teacher:
-        data.teacher_distribution, data.teacher_feature = data_access.teacher_knowledge(
-            part["image_id"].tolist()
-        )
+        data.teacher_output, data.teacher_feature = data_access.teacher_knowledge(part["image_id"].tolist())
     return data
 
 
 def main(_argv: list[str]) -> None:
-    config = student_config(common.load_params())
+    params = common.load_params()
+    config = student_config(params)
+    task = data_access.task_from_params(params)
     frame = data_access.labels_with_split()
-    train, val = split_data(frame, "train", with_teacher=True), split_data(frame, "val", with_teacher=False)
+    train = split_data(frame, "train", task, with_teacher=True)
+    val = split_data(frame, "val", task, with_teacher=False)
     feature_dim = train.teacher_feature.shape[1]
     model, preprocess, weights_source, history = train_student(
         config,
         train,
         val,
         feature_dim,
+        task,
         num_workers=common.num_workers_from_env(),
         progress=common.show_progress(),
         device=common.device_from_env(),
+        work_root=common.WORK_DIR / "student",
     )
-    save_student(common.STUDENT_MODEL, model, preprocess, config, weights_source)
+    save_student(common.STUDENT_MODEL, model, preprocess, config, weights_source, task)
     last = history.rows[-1]
     common.write_json(
         Path("metrics/student.json"),
         {
             "val_srcc": last["val_srcc"],
-            "val_emd": last["val_emd"],
+            "val_loss": last["val_loss"],
+            "output": task.output,
             "train_loss": last["train_loss"],
             "epochs": config.epochs,
             "kd": config.kd.enabled,

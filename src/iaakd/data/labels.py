@@ -1,0 +1,54 @@
+"""From label rows and their image files to the labels table: repeated ids and rows without votes are
+left out with a reason, every image is scanned, and the vote summaries are added."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from iaakd.data.scan import join_scans
+
+SKIPPED_COLUMNS = ["image_id", "file", "reason"]
+
+
+def clean_labels(labels: pd.DataFrame, source_file: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Drops repeated ids (the first row is kept) and rows with zero votes; returns (kept, skipped)."""
+    skipped = []
+    duplicated = labels["image_id"].duplicated(keep="first").to_numpy()
+    skipped += [(image_id, "duplicate id") for image_id in labels.loc[duplicated, "image_id"]]
+    labels = labels.loc[~duplicated].reset_index(drop=True)
+    if "votes" in labels:
+        vote_totals = np.array([row.sum() for row in labels["votes"]])
+        skipped += [(image_id, "zero votes") for image_id in labels.loc[vote_totals == 0, "image_id"]]
+        labels = labels.loc[vote_totals > 0].reset_index(drop=True)
+    frame = pd.DataFrame(skipped, columns=["image_id", "reason"])
+    frame.insert(1, "file", str(source_file))
+    return labels, frame
+
+
+def labelled_images(
+    labels: pd.DataFrame,
+    paths: list[str] | list[Path],
+    source_file: Path,
+    path_base: Path,
+    scan_cache: Path | None = None,
+    unusual: str = "decode",
+    progress: bool = False,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Usable labelled images and the rows left out (image_id, file, reason): duplicate id, zero votes,
+    missing, unreadable, or unusual (PNG, CMYK, grey, EXIF-rotated) under ``unusual="skip"``.
+
+    ``paths[i]`` is the image of ``labels`` row i. With votes, ``n_votes`` and ``mean_score`` (1..10)
+    are added; without, ``mean_score`` must already be there.
+    """
+    labels = labels.assign(_image_file=[str(path) for path in paths])
+    labels, skipped = clean_labels(labels, source_file)
+    paths = labels.pop("_image_file").tolist()
+    usable, unusable = join_scans(labels, paths, path_base, scan_cache, unusual, progress)
+    if "votes" in usable:
+        votes = np.stack(usable["votes"].to_numpy()) if len(usable) else np.zeros((0, 10), np.int64)
+        usable["n_votes"] = votes.sum(axis=1)
+        usable["mean_score"] = votes @ np.arange(1, 11) / np.maximum(votes.sum(axis=1), 1)
+    return usable, pd.concat([skipped, unusable], ignore_index=True)[SKIPPED_COLUMNS]

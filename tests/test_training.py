@@ -1,0 +1,110 @@
+"""Training loops: the same seeds give the same results; a NaN stops the run and keeps the last good
+epoch; a run resumed from its checkpoint ends exactly where an uninterrupted one ends."""
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+
+from iaakd.errors import UserError
+from iaakd.tasks import Task
+from iaakd.teacher import DistillerConfig, train_distiller
+
+CONFIG = DistillerConfig(hidden=[16, 8], dropout=0.3, epochs=4, batch_size=8, lr=1e-3, lr_step_epochs=2)
+
+
+def synthetic_features(seed: int = 0, n: int = 64, dim: int = 12):
+    rng = np.random.default_rng(seed)
+    features = rng.normal(size=(n, dim)).astype(np.float32)
+    logits = features[:, :10] * 2
+    targets = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return features[:48], targets[:48].astype(np.float32), features[48:], targets[48:].astype(np.float32)
+
+
+def state_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return all(
+        torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
+
+
+def test_same_seed_same_distiller_different_seed_different(tmp_path):
+    data = synthetic_features()
+    first, first_history = train_distiller(*data, CONFIG, progress=False)
+    second, second_history = train_distiller(*data, CONFIG, progress=False)
+    assert first_history.rows == second_history.rows and state_equal(first, second)
+    other, _ = train_distiller(*data, DistillerConfig(**{**CONFIG.__dict__, "seed": 1}), progress=False)
+    assert not state_equal(first, other)
+
+
+def test_resumed_distiller_equals_uninterrupted(tmp_path):
+    data = synthetic_features()
+    reference, reference_history = train_distiller(*data, CONFIG, progress=False)
+
+    @dataclass(frozen=True)
+    class StopAfterTwoEpochs(Task):  # an interruption: the run dies during epoch 3
+        def loss(self, target, predicted):
+            if CALLS.append(1) or len(CALLS) > 2 * (6 + 2):  # 6 batches and 2 evaluations per epoch
+                raise KeyboardInterrupt
+            return super().loss(target, predicted)
+
+    CALLS: list[int] = []
+    with pytest.raises(KeyboardInterrupt):
+        train_distiller(*data, CONFIG, StopAfterTwoEpochs(), progress=False, work_root=tmp_path)
+    (checkpoint,) = tmp_path.glob("*/last.pt")
+    assert torch.load(checkpoint, weights_only=False)["epoch"] == 2
+
+    resumed, resumed_history = train_distiller(*data, CONFIG, progress=False, work_root=tmp_path)
+    assert resumed_history.rows == reference_history.rows and state_equal(resumed, reference)
+    assert not list(tmp_path.glob("*/last.pt"))  # cleared once the run is complete
+
+
+def test_changed_params_do_not_resume_a_checkpoint(tmp_path):
+    data = synthetic_features()
+    train_distiller(*data, CONFIG, progress=False, work_root=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    # A checkpoint of another configuration lives in another folder and is not picked up.
+    (tmp_path / "0123456789abcdef").mkdir()
+    torch.save({"epoch": 3}, tmp_path / "0123456789abcdef" / "last.pt")
+    model, history = train_distiller(*data, CONFIG, progress=False, work_root=tmp_path)
+    assert [row["epoch"] for row in history.rows] == [1, 2, 3, 4]
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_epoch(tmp_path):
+    data = synthetic_features()
+
+    @dataclass(frozen=True)
+    class NaNFromEpochThree(Task):
+        def loss(self, target, predicted):
+            CALLS.append(1)
+            value = super().loss(target, predicted)
+            return value * float("nan") if len(CALLS) > 2 * (6 + 2) else value
+
+    CALLS: list[int] = []
+    with pytest.raises(
+        UserError, match=r"distiller: loss became nan in epoch 3; the last good epoch is kept in"
+    ):
+        train_distiller(*data, CONFIG, NaNFromEpochThree(), progress=False, work_root=tmp_path)
+    (checkpoint,) = tmp_path.glob("*/last.pt")
+    state = torch.load(checkpoint, weights_only=False)
+    assert state["epoch"] == 2
+    assert all(torch.isfinite(value).all() for value in state["model"].values() if value.is_floating_point())
+
+
+def test_student_training_is_deterministic_on_cpu(tiny_demo):
+    from iaakd.data.ava import AvaLayout, load_ava
+    from iaakd.student import StudentConfig, StudentData, train_student
+
+    labels, _ = load_ava(AvaLayout(tiny_demo), tiny_demo)
+    votes = np.stack(labels["votes"].to_numpy()).astype(np.float32)
+    distributions = votes / votes.sum(axis=1, keepdims=True)
+    paths = [str(tiny_demo / path) for path in labels["path"]]
+    rng = np.random.default_rng(0)
+    train = StudentData(
+        paths[:32], distributions[:32], distributions[:32], rng.normal(size=(32, 8)).astype(np.float32)
+    )
+    val = StudentData(paths[32:], distributions[32:])
+    config = StudentConfig(weights="random", input_size=32, epochs=2, batch_size=8)
+    runs = [train_student(config, train, val, feature_dim=8, progress=False) for _ in range(2)]
+    assert runs[0][3].rows == runs[1][3].rows
+    assert state_equal(runs[0][0], runs[1][0])
