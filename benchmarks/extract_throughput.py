@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 
 from iaakd.data.images import ImageDataset, same_size_batches
 from iaakd.devices import autocast_context
-from iaakd.extract import ExtractConfig, Extractor, extract_features, loader_dataset, write_features
+from iaakd.extract import ExtractConfig, Extractor, extract_features, extract_to_parts, loader_dataset
 from iaakd.features import PartWriter
 
 AVA_LIKE_SIZES = ((800, 600), (600, 800), (800, 533), (533, 800), (800, 800))
@@ -124,8 +124,9 @@ def full_path(
     start = time.perf_counter()
     for repeat in range(repeats):
         writer = PartWriter(out / f"run{repeat}")
-        batches = extract_features(extractor, paths, sizes, config, device, workers, progress=False)
-        write_features(batches, ids, writer, {"benchmark": True})
+        extract_to_parts(
+            extractor, paths, sizes, ids, config, device, writer, {"benchmark": True}, workers, False
+        )
         writer.commit()
     return repeats * len(paths) / (time.perf_counter() - start)
 

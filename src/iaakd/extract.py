@@ -74,6 +74,28 @@ def loader_dataset(
     return ImageDataset(paths, preprocess), None
 
 
+def input_sizes(sizes: Sequence[tuple[int, int]], config: ExtractConfig) -> list[tuple[int, int]]:
+    """The network input size of each image: its own (full resolution) or the configured square."""
+    if config.input_size is None:
+        return list(sizes)
+    return [(config.input_size, config.input_size)] * len(sizes)
+
+
+def plan_parts(batches: list[list[int]], rows_per_part: int) -> list[list[list[int]]]:
+    """Consecutive batches grouped into parts of at least ``rows_per_part`` rows (the last may be
+    smaller). The plan depends only on the images and parameters, so a rerun finds the same parts."""
+    parts, current, rows = [], [], 0
+    for batch in batches:
+        current.append(batch)
+        rows += len(batch)
+        if rows >= rows_per_part:
+            parts.append(current)
+            current, rows = [], 0
+    if current:
+        parts.append(current)
+    return parts
+
+
 def extract_features(
     extractor: Extractor,
     paths: Sequence[str],
@@ -82,12 +104,13 @@ def extract_features(
     device: torch.device,
     num_workers: int = 0,
     progress: bool = True,
+    batches: list[list[int]] | None = None,
+    already_done: int = 0,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yields (row indices, float16 MLSP features) batch by batch; decoding overlaps compute when workers > 0."""
-    input_sizes = (
-        sizes if config.input_size is None else [(config.input_size, config.input_size)] * len(paths)
-    )
-    batches = same_size_batches(input_sizes, config.batch_size)
+    """Yields (row indices, float16 MLSP features) batch by batch, for ``batches`` (default: all images
+    in batches of equal size); decoding overlaps compute when workers > 0."""
+    if batches is None:
+        batches = same_size_batches(input_sizes(sizes, config), config.batch_size)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # batches repeat a few shapes: tune each once
     dataset, collate = loader_dataset(paths, extractor.preprocess, config)
@@ -100,7 +123,12 @@ def extract_features(
     )
     with (
         torch.inference_mode(),
-        tqdm(total=len(paths), desc=f"extract {extractor.full_name}", disable=not progress) as bar,
+        tqdm(
+            total=len(paths),
+            initial=already_done,
+            desc=f"extract {extractor.full_name}",
+            disable=not progress,
+        ) as bar,
     ):
         for indices, *payload in loader:
             images = decode_on_device(*payload, device) if config.decode == "gpu" else payload[0]
@@ -113,30 +141,44 @@ def extract_features(
             bar.update(len(indices))
 
 
-def write_features(
-    batches: Iterator[tuple[np.ndarray, np.ndarray]],
+def extract_to_parts(
+    extractor: Extractor,
+    paths: Sequence[str],
+    sizes: Sequence[tuple[int, int]],
     image_ids: np.ndarray,
+    config: ExtractConfig,
+    device: torch.device,
     writer: PartWriter,
     metadata: dict,
+    num_workers: int = 0,
+    progress: bool = True,
     rows_per_part: int = 4096,
-) -> int:
-    """Buffers (indices, features) batches into parquet parts of about ``rows_per_part`` rows; returns the row count."""
-    ids, vectors, buffered, total = [], [], 0, 0
-    for indices, pooled in batches:
-        ids.append(image_ids[indices])
-        vectors.append(pooled)
-        buffered += len(indices)
-        if buffered >= rows_per_part:
-            writer.write(
-                make_table(
-                    {"image_id": np.concatenate(ids).tolist(), "feature": np.concatenate(vectors)}, metadata
-                )
-            )
-            total, ids, vectors, buffered = total + buffered, [], [], 0
-    if buffered:
-        writer.write(
-            make_table(
-                {"image_id": np.concatenate(ids).tolist(), "feature": np.concatenate(vectors)}, metadata
-            )
+) -> tuple[int, int]:
+    """Extracts every image into parquet parts of about ``rows_per_part`` rows, skipping the parts the
+    writer already has (a resumed run); returns (parts written now, parts in all)."""
+    parts = plan_parts(same_size_batches(input_sizes(sizes, config), config.batch_size), rows_per_part)
+    todo = [number for number in range(len(parts)) if not writer.has_part(number)]
+    done_rows = sum(len(batch) for number, part in enumerate(parts) if number not in todo for batch in part)
+    stream = extract_features(
+        extractor,
+        paths,
+        sizes,
+        config,
+        device,
+        num_workers,
+        progress,
+        batches=[batch for number in todo for batch in parts[number]],
+        already_done=done_rows,
+    )
+    for number in todo:
+        ids, vectors = [], []
+        for _ in parts[number]:
+            indices, pooled = next(stream)
+            ids.append(image_ids[indices])
+            vectors.append(pooled)
+        table = make_table(
+            {"image_id": np.concatenate(ids).tolist(), "feature": np.concatenate(vectors)}, metadata
         )
-    return total + buffered
+        writer.write(table, number)
+    stream.close()
+    return len(todo), len(parts)

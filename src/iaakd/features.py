@@ -45,24 +45,50 @@ def make_table(columns: dict[str, object], metadata: dict) -> pa.Table:
 
 
 class PartWriter:
-    """Writes ``part-00000.parquet``, ``part-00001.parquet`` ... into a temporary folder, then renames it
-    into place on :meth:`commit`, so a killed run never leaves a folder that looks complete."""
+    """Writes ``part-00000.parquet``, ``part-00001.parquet`` ... and puts them into place on :meth:`commit`
+    (a rename), so a killed run never leaves a folder that looks complete.
 
-    def __init__(self, folder: Path, prefix: str = "part") -> None:
+    Without ``work_dir`` the parts go into a temporary folder beside ``folder``. With it, each finished
+    part is kept there (written under a temporary name, then renamed), :meth:`has_part` tells a rerun
+    which parts are done, and :meth:`commit` links them into ``folder`` and removes ``work_dir``: DVC
+    deletes a stage's outputs before it reruns, so finished work must live outside them to survive.
+    """
+
+    def __init__(self, folder: Path, prefix: str = "part", work_dir: Path | None = None) -> None:
         self.folder = Path(folder)
         self.prefix = prefix
         self.staging = self.folder.with_name(self.folder.name + ".partial")
         shutil.rmtree(self.staging, ignore_errors=True)
-        self.staging.mkdir(parents=True)
+        self.work_dir = Path(work_dir) if work_dir is not None else None
+        (self.work_dir or self.staging).mkdir(parents=True, exist_ok=True)
         self.count = 0
 
-    def write(self, table: pa.Table) -> None:
-        pq.write_table(table, self.staging / f"{self.prefix}-{self.count:05d}.parquet", compression="zstd")
-        self.count += 1
+    def part_path(self, number: int) -> Path:
+        return (self.work_dir or self.staging) / f"{self.prefix}-{number:05d}.parquet"
+
+    def has_part(self, number: int) -> bool:
+        return self.work_dir is not None and self.part_path(number).is_file()
+
+    def write(self, table: pa.Table, number: int | None = None) -> None:
+        """Writes part ``number`` (by default the next one) atomically."""
+        number = self.count if number is None else number
+        target = self.part_path(number)
+        pq.write_table(table, target.with_name(target.name + ".partial"), compression="zstd")
+        os.replace(target.with_name(target.name + ".partial"), target)
+        self.count = max(self.count, number + 1)
 
     def commit(self) -> None:
+        if self.work_dir is not None:
+            self.staging.mkdir(parents=True)
+            for part in sorted(self.work_dir.glob(f"{self.prefix}-*.parquet")):
+                try:
+                    os.link(part, self.staging / part.name)  # no copy: the same file, two names
+                except OSError:
+                    shutil.copy2(part, self.staging / part.name)
         shutil.rmtree(self.folder, ignore_errors=True)
         os.replace(self.staging, self.folder)
+        if self.work_dir is not None:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
 
 
 def read_table(folder: Path, columns: list[str] | None = None) -> pa.Table:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pandas as pd
 
+from iaakd.checkpoints import fingerprint
 from iaakd.devices import PRECISIONS
-from iaakd.extract import DECODERS, ExtractConfig, Extractor, extract_features, write_features
+from iaakd.extract import DECODERS, ExtractConfig, Extractor, extract_to_parts
 from iaakd.features import PartWriter
 from iaakd.models import resolve_name
 from iaakd.stages import common
@@ -19,7 +22,12 @@ def main(argv: list[str]) -> None:
         backbone in features.get("backbones", []), f"params: '{backbone}' is not in features.backbones"
     )
     config = common.build_config(
-        ExtractConfig, {**features, "backbone": backbone}, "features", ignore=("backbones",)
+        ExtractConfig, {**features, "backbone": backbone}, "features", ignore=("backbones", "rows_per_part")
+    )
+    rows_per_part = features.get("rows_per_part", 4096)
+    common.require(
+        isinstance(rows_per_part, int) and not isinstance(rows_per_part, bool) and rows_per_part > 0,
+        f"params: features.rows_per_part={rows_per_part!r} must be a positive integer",
     )
     common.require(
         config.precision in PRECISIONS,
@@ -37,7 +45,7 @@ def main(argv: list[str]) -> None:
     )
     device = common.device_from_env()
     extractor = Extractor.create(config, device)
-    labels = pd.read_parquet(common.LABELS, columns=["image_id", "path", "width", "height"])
+    labels = pd.read_parquet(common.LABELS, columns=["image_id", "path", "width", "height", "file_hash"])
     metadata = {
         "backbone": extractor.full_name,
         "weights": extractor.weights.as_dict(),
@@ -47,17 +55,36 @@ def main(argv: list[str]) -> None:
         "storage": "float16",
         "level_dims": extractor.mlsp.level_dims,
     }
-    writer = PartWriter(common.FEATURES_DIR / backbone)
-    batches = extract_features(
+    # Finished parts live outside DVC's outputs (DVC deletes those before a rerun), in a folder named by
+    # everything that decides their content; a run with other inputs or params starts a new folder.
+    run_key = fingerprint(
+        {**metadata, "batch_size": config.batch_size, "rows_per_part": rows_per_part},
+        labels["image_id"].tolist(),
+        labels["file_hash"].tolist(),
+        labels[["width", "height"]].to_numpy(),
+    )
+    work_root = common.WORK_DIR / "extract" / backbone
+    for stale in work_root.glob("*"):
+        if stale.name != run_key:
+            shutil.rmtree(stale)  # parts of other inputs or params can never be used again
+    writer = PartWriter(common.FEATURES_DIR / backbone, work_dir=work_root / run_key)
+    written, total = extract_to_parts(
         extractor,
         labels["path"].tolist(),
         list(zip(labels["width"], labels["height"], strict=True)),
+        labels["image_id"].to_numpy(),
         config,
         device,
+        writer,
+        metadata,
         num_workers=common.num_workers_from_env(),
         progress=common.show_progress(),
+        rows_per_part=rows_per_part,
     )
-    write_features(batches, labels["image_id"].to_numpy(), writer, metadata)
+    if written < total:
+        print(
+            f"extract {backbone}: resumed; {total - written} of {total} parts were already done in {work_root / run_key}"
+        )
     writer.commit()
     print(
         f"extract {backbone}: {len(labels)} images, {extractor.mlsp.dim} dimensions ({extractor.weights.source} weights)"
