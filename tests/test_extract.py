@@ -44,7 +44,7 @@ def extraction(tiny_demo):
 
 def test_interrupted_extraction_resumes_from_its_parts_and_equals_an_uninterrupted_run(extraction, tmp_path):
     writer = PartWriter(tmp_path / "reference")
-    assert extract_to_parts(*extraction, writer, {"m": 1}, progress=False, rows_per_part=8) == (6, 6)
+    assert extract_to_parts(*extraction, writer, {"m": 1}, progress=False, rows_per_part=8) == (0, 6)
     writer.commit()
 
     work = tmp_path / "work"
@@ -56,7 +56,10 @@ def test_interrupted_extraction_resumes_from_its_parts_and_equals_an_uninterrupt
 
     writer = PartWriter(tmp_path / "resumed", work_dir=work)
     assert [writer.has_part(number) for number in range(6)] == [True, True, False, True, False, False]
-    assert extract_to_parts(*extraction, writer, {"m": 1}, progress=False, rows_per_part=8) == (3, 6)
+    assert extract_to_parts(*extraction, writer, {"m": 1}, progress=False, rows_per_part=8) == (
+        3,
+        6,
+    )  # 3 done
     writer.commit()
     assert not work.exists()  # the work folder goes once the output is in place
 

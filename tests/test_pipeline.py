@@ -39,8 +39,13 @@ def set_params(repo: Path, changes: dict) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def run(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "IAAKD_PROGRESS": "0"}
+def run(repo: Path, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "IAAKD_PROGRESS": "0",
+        **(env or {}),
+    }
     result = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
@@ -316,3 +321,45 @@ def test_killed_extraction_resumes_from_its_finished_parts(tiny_repo):
     ids, features = features_of(tiny_repo / "data" / "features" / backbone)
     assert (ids == reference_ids).all()
     np.testing.assert_array_equal(features, reference)
+
+
+def test_extraction_under_torchrun_with_two_processes_equals_one_process(tiny_repo):
+    """IAAKD_LAUNCHER runs the stage under torchrun (gloo on CPU): each rank writes its own parts, rank 0
+    puts them in place. Same ids, features within one float16 unit in the last place; and the launcher,
+    an environment variable, does not make DVC see a changed stage."""
+    from test_extract import features_of
+
+    backbone = "tf_efficientnet_lite0.in1k"
+    # One thread per process in both runs, as torchrun sets it: with 2 threads against 1, float32 sums
+    # differ in their last bits, which moves near-zero pooled values by up to 4 float16 units.
+    one_thread = {"OMP_NUM_THREADS": "1"}
+    run(tiny_repo, "dvc", "repro", "-f", "-s", f"extract@{backbone}", env=one_thread)
+    reference_ids, reference = features_of(tiny_repo / "data" / "features" / backbone)
+    launcher = {"IAAKD_LAUNCHER": "torchrun --standalone --nproc_per_node=2", **one_thread}
+    result = run(tiny_repo, "dvc", "repro", "-f", "-s", f"extract@{backbone}", env=launcher)
+    assert (
+        "(random weights, 2 processes)" in result.stdout or "(packaged weights, 2 processes)" in result.stdout
+    )
+    ids, features = features_of(tiny_repo / "data" / "features" / backbone)
+    assert (ids == reference_ids).all()
+    last_place = np.spacing(np.abs(reference)).astype(np.float32)
+    assert (np.abs(features.astype(np.float32) - reference.astype(np.float32)) <= last_place).all()
+    for environment in (launcher, {}):
+        status = run(tiny_repo, "dvc", "status", env=environment).stdout
+        assert f"extract@{backbone}" not in status
+
+
+def test_student_under_torchrun_with_two_processes_matches_one_process(tiny_repo):
+    """DDP on 2 CPU processes, global batch split in two: rank 0 alone writes the outputs, and the
+    training reaches what one process reaches, within the stated tolerance (README)."""
+    one_thread = {"OMP_NUM_THREADS": "1"}
+    run(tiny_repo, "dvc", "repro", "-f", "-s", "student", env=one_thread)
+    single = json.loads((tiny_repo / "metrics" / "student.json").read_text())
+    launcher = {"IAAKD_LAUNCHER": "torchrun --standalone --nproc_per_node=2", **one_thread}
+    result = run(tiny_repo, "dvc", "repro", "-f", "-s", "student", env=launcher)
+    assert result.stdout.count("student: val SRCC") == 1  # rank 0 alone reports and writes
+    double = json.loads((tiny_repo / "metrics" / "student.json").read_text())
+    print("single", single, "double", double)
+    assert abs(double["train_loss"] - single["train_loss"]) <= 0.1 * single["train_loss"]
+    assert abs(double["val_loss"] - single["val_loss"]) <= 0.1 * single["val_loss"]
+    assert "up to date" in run(tiny_repo, "dvc", "status", "student").stdout

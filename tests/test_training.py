@@ -108,3 +108,43 @@ def test_student_training_is_deterministic_on_cpu(tiny_demo):
     runs = [train_student(config, train, val, feature_dim=8, progress=False) for _ in range(2)]
     assert runs[0][3].rows == runs[1][3].rows
     assert state_equal(runs[0][0], runs[1][0])
+
+
+def test_distiller_on_rows_read_from_disk_equals_the_in_memory_one(tmp_path):
+    from iaakd.feature_rows import RowSubset, build_feature_matrix
+    from iaakd.features import PartWriter, make_table
+    from iaakd.teacher import iter_knowledge, predict_output
+
+    train_x, train_y, val_x, val_y = synthetic_features()
+    features = np.concatenate([train_x, val_x]).astype(np.float16)
+    ids = [f"{i:03d}" for i in range(len(features))]
+    writer = PartWriter(tmp_path / "features")
+    for start in range(0, len(ids), 20):  # parts in another order than the rows asked for
+        writer.write(
+            make_table(
+                {"image_id": ids[start : start + 20][::-1], "feature": features[start : start + 20][::-1]}, {}
+            )
+        )
+    writer.commit()
+    matrix, _ = build_feature_matrix([tmp_path / "features"], ids, tmp_path / "work")
+    from_disk, disk_history = train_distiller(
+        RowSubset(matrix, np.arange(48)),
+        train_y,
+        RowSubset(matrix, np.arange(48, 64)),
+        val_y,
+        CONFIG,
+        progress=False,
+    )
+    in_memory, memory_history = train_distiller(
+        features[:48].astype(np.float32),
+        train_y,
+        features[48:].astype(np.float32),
+        val_y,
+        CONFIG,
+        progress=False,
+    )
+    assert disk_history.rows == memory_history.rows and state_equal(from_disk, in_memory)
+    streamed = np.concatenate([output for output, _ in iter_knowledge(from_disk, matrix, batch_size=7)])
+    np.testing.assert_allclose(
+        streamed, predict_output(in_memory, features.astype(np.float32)), rtol=1e-5, atol=1e-6
+    )

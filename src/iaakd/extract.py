@@ -19,6 +19,7 @@ from iaakd.data.images import (
     same_size_batches,
 )
 from iaakd.devices import autocast_context
+from iaakd.distributed import SINGLE, Ranks
 from iaakd.errors import UserError
 from iaakd.features import PartWriter, make_table
 from iaakd.models import MLSP, WeightsInfo, create_backbone, model_name, normalisation
@@ -124,7 +125,7 @@ def extract_features(
     with (
         torch.inference_mode(),
         tqdm(
-            total=len(paths),
+            total=already_done + sum(map(len, batches)),
             initial=already_done,
             desc=f"extract {extractor.full_name}",
             disable=not progress,
@@ -153,12 +154,18 @@ def extract_to_parts(
     num_workers: int = 0,
     progress: bool = True,
     rows_per_part: int = 4096,
+    ranks: Ranks = SINGLE,
 ) -> tuple[int, int]:
     """Extracts every image into parquet parts of about ``rows_per_part`` rows, skipping the parts the
-    writer already has (a resumed run); returns (parts written now, parts in all)."""
+    writer already has (a resumed run); returns (parts done before this run, parts in all).
+
+    Under torchrun each rank takes every ``world``-th part of the plan and writes it into the shared
+    work folder; rank 0 then puts the folder in place (:meth:`PartWriter.commit`)."""
     parts = plan_parts(same_size_batches(input_sizes(sizes, config), config.batch_size), rows_per_part)
-    todo = [number for number in range(len(parts)) if not writer.has_part(number)]
-    done_rows = sum(len(batch) for number, part in enumerate(parts) if number not in todo for batch in part)
+    done_before = sum(writer.has_part(number) for number in range(len(parts)))
+    mine = range(ranks.rank, len(parts), ranks.world)
+    todo = [number for number in mine if not writer.has_part(number)]
+    done_rows = sum(len(batch) for number in mine if number not in todo for batch in parts[number])
     stream = extract_features(
         extractor,
         paths,
@@ -166,7 +173,7 @@ def extract_to_parts(
         config,
         device,
         num_workers,
-        progress,
+        progress and ranks.is_main,
         batches=[batch for number in todo for batch in parts[number]],
         already_done=done_rows,
     )
@@ -181,4 +188,4 @@ def extract_to_parts(
         )
         writer.write(table, number)
     stream.close()
-    return len(todo), len(parts)
+    return done_before, len(parts)

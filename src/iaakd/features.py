@@ -12,12 +12,9 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
-
-from iaakd.errors import UserError
 
 METADATA_KEY = b"iaakd"
 
@@ -107,23 +104,3 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> None:
     staging = path.with_name(path.name + ".partial")
     pq.write_table(table, staging, compression="zstd")
     os.replace(staging, path)
-
-
-def load_concatenated(folders: list[Path], image_ids: list[str]) -> tuple[np.ndarray, list[dict]]:
-    """The features of ``image_ids`` from each folder, concatenated in folder order ([f_1 | ... | f_K]).
-
-    Rows are joined on ``image_id``, never on row order; an id missing from a folder is an error.
-    """
-    blocks, metadata = [], []
-    wanted = pd.Index(image_ids)
-    for folder in folders:
-        if not Path(folder).is_dir():
-            raise UserError(f"feature folder not found: {folder} (run its extract stage)")
-        table = read_table(folder, ["image_id", "feature"])
-        position = pd.Index(table.column("image_id").to_pylist()).get_indexer(wanted)
-        if (position < 0).any():
-            missing = wanted[position < 0][:3].tolist()
-            raise UserError(f"{folder}: no features for image ids {missing} (rerun its extract stage)")
-        blocks.append(vector_column(table, "feature")[position])
-        metadata.append(read_metadata(folder))
-    return np.concatenate(blocks, axis=1), metadata

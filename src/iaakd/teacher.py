@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from iaakd.checkpoints import Checkpoint, fingerprint, restore_rng_state, rng_state
 from iaakd.errors import UserError
+from iaakd.feature_rows import FeatureRows, as_rows, identity, iter_chunks
 from iaakd.metrics import srcc
 from iaakd.models import Distiller
 from iaakd.tasks import DISTRIBUTION, Task
@@ -47,31 +49,35 @@ def set_seed(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _predict(
-    model: torch.nn.Module, features: torch.Tensor, batch_size: int = 1024
-) -> tuple[np.ndarray, np.ndarray]:
+def iter_knowledge(
+    model: torch.nn.Module, features: np.ndarray | FeatureRows, batch_size: int = 1024
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(output, aesthetic feature) batch by batch: memory holds one batch of input features."""
     model.eval()
-    outputs, aesthetic_features = [], []
     with torch.no_grad():
-        for start in range(0, len(features), batch_size):
-            output, aesthetic_feature = model(features[start : start + batch_size])
-            outputs.append(output)
-            aesthetic_features.append(aesthetic_feature)
-    return torch.cat(outputs).numpy(), torch.cat(aesthetic_features).numpy()
+        for _, rows in iter_chunks(as_rows(features), batch_size):
+            output, aesthetic_feature = model(torch.from_numpy(rows))
+            yield output.numpy(), aesthetic_feature.numpy()
+
+
+def predict_output(model: torch.nn.Module, features: np.ndarray | FeatureRows) -> np.ndarray:
+    """The distiller's outputs only (small), reading the features batch by batch."""
+    outputs = [output for output, _ in iter_knowledge(model, features)]
+    return np.concatenate(outputs) if outputs else np.zeros((0, model.output.out_features), np.float32)
 
 
 def _evaluate(
-    model: Distiller, features: torch.Tensor, targets: torch.Tensor, task: Task
+    model: Distiller, features: FeatureRows, targets: torch.Tensor, task: Task
 ) -> tuple[float, float | None]:
-    output, _ = _predict(model, features)
+    output = predict_output(model, features)
     loss = float(task.loss(targets, torch.from_numpy(output)))
     return loss, srcc(task.predicted_score(output), task.predicted_score(targets.numpy()))
 
 
 def train_distiller(
-    train_features: np.ndarray,
+    train_features: np.ndarray | FeatureRows,
     train_targets: np.ndarray,
-    val_features: np.ndarray,
+    val_features: np.ndarray | FeatureRows,
     val_targets: np.ndarray,
     config: DistillerConfig,
     task: Task = DISTRIBUTION,
@@ -80,27 +86,28 @@ def train_distiller(
 ) -> tuple[Distiller, TrainingHistory]:
     """Trains the distiller on ground-truth targets (``task.targets``): EMD, MSE or BCE by ``task.output``.
 
+    Features are arrays or rows read a batch at a time from disk (``iaakd.feature_rows``), so memory does
+    not grow with the number of images.
+
     With ``work_root``, the state after each epoch is kept in ``work_root/<fingerprint>/`` and a rerun of
     the same configuration on the same data continues from it.
     """
     generator = set_seed(config.seed)
-    model = Distiller(
-        train_features.shape[1], config.hidden, config.dropout, task.output_size, task.activation
-    )
+    train_x, val_x = as_rows(train_features), as_rows(val_features)
+    model = Distiller(train_x.dim, config.hidden, config.dropout, task.output_size, task.activation)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimiser, step_size=config.lr_step_epochs, gamma=0.1)
-    train_x, train_y = torch.from_numpy(train_features).float(), torch.from_numpy(train_targets).float()
-    val_x, val_y = torch.from_numpy(val_features).float(), torch.from_numpy(val_targets).float()
-    loader = DataLoader(
-        TensorDataset(train_x, train_y),
+    train_y, val_y = torch.from_numpy(train_targets).float(), torch.from_numpy(val_targets).float()
+    batches = DataLoader(  # shuffled row numbers; the rows themselves are read per batch
+        range(len(train_x)),
         batch_size=config.batch_size,
         shuffle=True,
         generator=generator,
         drop_last=len(train_x) > config.batch_size,
     )
     checkpoint = Checkpoint(
-        work_root / fingerprint({**asdict(config), **task.as_dict()}, train_features, train_targets,
-                                val_features, val_targets)
+        work_root / fingerprint({**asdict(config), **task.as_dict(), "train": identity(train_x),
+                                 "val": identity(val_x)}, train_targets, val_targets)
         if work_root is not None else None
     )  # fmt: skip
     history = TrainingHistory()
@@ -122,9 +129,9 @@ def train_distiller(
         total=config.epochs,
     ):  # fmt: skip
         model.train()
-        for batch_features, batch_targets in loader:
-            output, _ = model(batch_features)
-            loss = task.loss(batch_targets, output)
+        for batch in batches:
+            output, _ = model(torch.from_numpy(train_x.read(batch.numpy())))
+            loss = task.loss(train_y[batch], output)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -165,9 +172,3 @@ def raise_not_finite(name: str, epoch: int, loss: float, checkpoint: Checkpoint,
         else ""
     )
     raise UserError(f"{name}: loss became {loss} in epoch {epoch}{kept}; lower {lr_key}")
-
-
-def export_knowledge(model: Distiller, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Teacher knowledge for every row: (teacher_feature f_t, teacher_output D_t or y_t)."""
-    output, aesthetic_feature = _predict(model, torch.from_numpy(features).float())
-    return aesthetic_feature, output

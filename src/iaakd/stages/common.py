@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import types
@@ -20,6 +21,7 @@ import timm
 import torch
 import yaml
 
+from iaakd.distributed import launched_by_torchrun
 from iaakd.errors import UserError
 from iaakd.metrics import round_floats
 
@@ -170,9 +172,33 @@ def show_progress() -> bool:
     return os.environ.get("IAAKD_PROGRESS", "1") != "0"
 
 
-def run(main: Callable[[list[str]], None]) -> None:
-    """Entry point: a user error ends with one line on stderr and exit status 1."""
+def relaunch_under_launcher() -> None:
+    """Starts this stage again under ``IAAKD_LAUNCHER`` (for example ``torchrun --nproc_per_node=4``).
+
+    The launcher is an environment variable, not part of the stage's command in dvc.yaml, so choosing
+    it never invalidates a stage. Already inside the launcher (or none set): nothing happens.
+    """
+    launcher = os.environ.get("IAAKD_LAUNCHER", "").strip()
+    if not launcher or launched_by_torchrun() or os.environ.get("IAAKD_LAUNCHED") == "1":
+        return
+    module = sys.modules["__main__"].__spec__.name
+    command = [*shlex.split(launcher), "-m", module, *sys.argv[1:]]
+    print(f"{module}: starting under {' '.join(command[: -1 - len(sys.argv[1:])])}", flush=True)
+    os.environ["IAAKD_LAUNCHED"] = "1"
     try:
+        os.execvp(command[0], command)
+    except OSError as error:
+        raise UserError(
+            f"IAAKD_LAUNCHER='{launcher}': cannot start {command[0]} ({error.strerror})"
+        ) from None
+
+
+def run(main: Callable[[list[str]], None], distributed: bool = False) -> None:
+    """Entry point: a user error ends with one line on stderr and exit status 1. A ``distributed`` stage
+    runs under ``IAAKD_LAUNCHER`` when that is set."""
+    try:
+        if distributed:
+            relaunch_under_launcher()
         main(sys.argv[1:])
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from iaakd.feature_rows import FeatureMatrix, build_feature_matrix
 from iaakd.features import read_metadata, read_table, vector_column
 from iaakd.stages import common
 from iaakd.tasks import OUTPUTS, Task
@@ -58,3 +59,15 @@ def teacher_knowledge(image_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
             f"{common.TEACHER_DIR}: no teacher knowledge for {len(position[position < 0])} images (rerun `teacher`)"
         )
     return vector_column(table, "teacher_output")[position], vector_column(table, "teacher_feature")[position]
+
+
+def teacher_input(backbones: list[str]) -> tuple[FeatureMatrix, list[dict]]:
+    """The concatenated features of ``backbones`` for every labelled image, as a row matrix on disk
+    (in .work/features/, rebuilt when the feature parts or the labels change)."""
+    image_ids = pd.read_parquet(common.LABELS, columns=["image_id"])["image_id"].tolist()
+    return build_feature_matrix(
+        [common.FEATURES_DIR / backbone for backbone in backbones],
+        image_ids,
+        common.WORK_DIR / "features",
+        progress=common.show_progress(),
+    )

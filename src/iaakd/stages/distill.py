@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
-from iaakd.features import load_concatenated
+from iaakd.feature_rows import RowSubset
 from iaakd.plots import training_curves
 from iaakd.stages import common, data_access
-from iaakd.teacher import DistillerConfig, export_knowledge, train_distiller
+from iaakd.teacher import DistillerConfig, predict_output, train_distiller
 
 
 def main(_argv: list[str]) -> None:
@@ -36,16 +36,15 @@ def main(_argv: list[str]) -> None:
     )
     task = data_access.task_from_params(params)
     frame = data_access.labels_with_split()
-    features, metadata = load_concatenated(
-        [common.FEATURES_DIR / b for b in backbones], frame["image_id"].tolist()
-    )
+    matrix, metadata = data_access.teacher_input(backbones)
+    rows = matrix.row_of(frame["image_id"])
     targets = data_access.targets(frame, task)
     parts = {name: (frame["split"] == name).to_numpy() for name in ("train", "val")}
     common.require(parts["val"].sum() > 0, "split: the validation part is empty; raise split.val_fraction")
     model, history = train_distiller(
-        features[parts["train"]],
+        RowSubset(matrix, rows[parts["train"]]),
         targets[parts["train"]],
-        features[parts["val"]],
+        RowSubset(matrix, rows[parts["val"]]),
         targets[parts["val"]],
         config,
         task,
@@ -59,7 +58,7 @@ def main(_argv: list[str]) -> None:
             "config": asdict(config),
             "task": task.as_dict(),
             "backbones": backbones,
-            "input_dim": features.shape[1],
+            "input_dim": matrix.dim,
             "feature_metadata": metadata,
             "state_dict": model.state_dict(),
         },
@@ -70,7 +69,7 @@ def main(_argv: list[str]) -> None:
     results = {}
     true_distribution = data_access.ground_truth(frame)
     for name, mask in parts.items():
-        _, output = export_knowledge(model, features[mask])
+        output = predict_output(model, RowSubset(matrix, rows[mask]))
         results[name] = task.metrics(
             output,
             frame["mean_score"].to_numpy()[mask],
@@ -89,7 +88,7 @@ def main(_argv: list[str]) -> None:
             "train_val_srcc_gap": gap,
             "epochs": config.epochs,
             "kept_epoch": best_epoch if config.keep == "best" else config.epochs,
-            "input_dim": int(features.shape[1]),
+            "input_dim": matrix.dim,
             "teacher_feature_dim": model.feature_dim,
             "backbones": backbones,
             "output": task.output,

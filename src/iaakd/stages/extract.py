@@ -6,6 +6,7 @@ import shutil
 
 import pandas as pd
 
+from iaakd import distributed
 from iaakd.checkpoints import fingerprint
 from iaakd.devices import PRECISIONS
 from iaakd.extract import DECODERS, ExtractConfig, Extractor, extract_to_parts
@@ -43,7 +44,7 @@ def main(argv: list[str]) -> None:
         full_name == backbone,
         f"params: features.backbones must use full names: '{backbone}' is '{full_name}'",
     )
-    device = common.device_from_env()
+    ranks, device = distributed.start(common.device_from_env())
     extractor = Extractor.create(config, device)
     labels = pd.read_parquet(common.LABELS, columns=["image_id", "path", "width", "height", "file_hash"])
     metadata = {
@@ -64,11 +65,13 @@ def main(argv: list[str]) -> None:
         labels[["width", "height"]].to_numpy(),
     )
     work_root = common.WORK_DIR / "extract" / backbone
-    for stale in work_root.glob("*"):
-        if stale.name != run_key:
-            shutil.rmtree(stale)  # parts of other inputs or params can never be used again
+    if ranks.is_main:
+        for stale in work_root.glob("*"):
+            if stale.name != run_key:
+                shutil.rmtree(stale)  # parts of other inputs or params can never be used again
+    distributed.barrier(ranks)
     writer = PartWriter(common.FEATURES_DIR / backbone, work_dir=work_root / run_key)
-    written, total = extract_to_parts(
+    done_before, total = extract_to_parts(
         extractor,
         labels["path"].tolist(),
         list(zip(labels["width"], labels["height"], strict=True)),
@@ -80,16 +83,25 @@ def main(argv: list[str]) -> None:
         num_workers=common.num_workers_from_env(),
         progress=common.show_progress(),
         rows_per_part=rows_per_part,
+        ranks=ranks,
     )
-    if written < total:
-        print(
-            f"extract {backbone}: resumed; {total - written} of {total} parts were already done in {work_root / run_key}"
+    distributed.barrier(ranks)  # every rank's parts are in the work folder
+    if ranks.is_main:
+        missing = [number for number in range(total) if not writer.has_part(number)]
+        common.require(
+            not missing, f"extract {backbone}: parts {missing[:5]} missing in {work_root / run_key}"
         )
-    writer.commit()
-    print(
-        f"extract {backbone}: {len(labels)} images, {extractor.mlsp.dim} dimensions ({extractor.weights.source} weights)"
-    )
+        if done_before:
+            print(
+                f"extract {backbone}: resumed; {done_before} of {total} parts were already done in {work_root / run_key}"
+            )
+        writer.commit()
+        print(
+            f"extract {backbone}: {len(labels)} images, {extractor.mlsp.dim} dimensions "
+            f"({extractor.weights.source} weights, {ranks.world} process{'es' if ranks.world > 1 else ''})"
+        )
+    distributed.finish(ranks)
 
 
 if __name__ == "__main__":
-    common.run(main)
+    common.run(main, distributed=True)

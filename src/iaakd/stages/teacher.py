@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import pandas as pd
+import numpy as np
 import torch
 
-from iaakd.features import PartWriter, load_concatenated, make_table
+from iaakd.features import PartWriter, make_table
 from iaakd.models import Distiller
-from iaakd.stages import common
+from iaakd.stages import common, data_access
 from iaakd.tasks import Task
-from iaakd.teacher import export_knowledge
+from iaakd.teacher import iter_knowledge
+
+PART_ROWS = 16384  # rows of knowledge per parquet part (small: f_t and the output only)
 
 
 def main(_argv: list[str]) -> None:
@@ -26,27 +28,23 @@ def main(_argv: list[str]) -> None:
     )
     model.load_state_dict(saved["state_dict"])
     model.eval()
-    image_ids = pd.read_parquet(common.LABELS, columns=["image_id"])["image_id"].tolist()
-    features, _ = load_concatenated([common.FEATURES_DIR / b for b in saved["backbones"]], image_ids)
-    teacher_feature, teacher_output = export_knowledge(model, features)
-    writer = PartWriter(common.TEACHER_DIR)
-    writer.write(
-        make_table(
-            {
-                "image_id": image_ids,
-                "teacher_feature": teacher_feature,
-                "teacher_output": teacher_output,
-            },
-            {
-                "backbones": saved["backbones"],
-                "distiller": saved["config"],
-                "feature_dim": int(teacher_feature.shape[1]),
-                "task": task.as_dict(),
-            },
-        )
-    )
+    matrix, _ = data_access.teacher_input(saved["backbones"])
+    metadata = {"backbones": saved["backbones"], "distiller": saved["config"], "task": task.as_dict()}
+    writer, start = PartWriter(common.TEACHER_DIR), 0
+    outputs, teacher_features = [], []
+    for output, teacher_feature in iter_knowledge(model, matrix):  # one batch of input rows in memory
+        outputs.append(output)
+        teacher_features.append(teacher_feature)
+        metadata["feature_dim"] = int(teacher_feature.shape[1])
+        if sum(map(len, outputs)) >= PART_ROWS or start + sum(map(len, outputs)) == len(matrix):
+            output, teacher_feature = np.concatenate(outputs), np.concatenate(teacher_features)
+            ids = matrix.image_ids[start : start + len(output)].tolist()
+            table = {"image_id": ids, "teacher_feature": teacher_feature, "teacher_output": output}
+            writer.write(make_table(table, metadata))
+            start, outputs, teacher_features = start + len(output), [], []
     writer.commit()
-    print(f"teacher: knowledge of {len(image_ids)} images, f_t of {teacher_feature.shape[1]} dimensions")
+    image_ids = matrix.image_ids
+    print(f"teacher: knowledge of {len(image_ids)} images, f_t of {metadata['feature_dim']} dimensions")
 
 
 if __name__ == "__main__":
