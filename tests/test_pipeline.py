@@ -6,8 +6,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -39,13 +41,35 @@ def set_params(repo: Path, changes: dict) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def run(repo: Path, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-    env = {
+def environment(extra: dict | None = None) -> dict:
+    return {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
         "IAAKD_PROGRESS": "0",
-        **(env or {}),
+        **(extra or {}),
     }
+
+
+def kill_repro_when(repo: Path, ready, what: str) -> None:
+    """Starts `dvc repro`, and kills it (SIGKILL, the whole process group) as soon as ``ready()``."""
+    process = subprocess.Popen(
+        ["dvc", "repro"],
+        cwd=repo,
+        env=environment(),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    while not ready() and time.time() < deadline:
+        assert process.poll() is None, f"the {what} finished before it could be killed"
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def run(repo: Path, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = environment(env)
     result = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
@@ -231,9 +255,6 @@ def test_pipeline_on_own_csv_with_scores_trains_the_regression_variant(tiny_demo
 def test_killed_student_leaves_no_model_and_resumes_to_the_same_result(tiny_repo):
     """A stage killed mid-training leaves no output that looks complete; the rerun continues from the
     last finished epoch (kept in .work/, outside DVC's outputs) and ends where an uninterrupted run ends."""
-    import signal
-    import time
-
     import torch
 
     set_params(
@@ -245,21 +266,9 @@ def test_killed_student_leaves_no_model_and_resumes_to_the_same_result(tiny_repo
             ("student", "backbone"): "tf_efficientnet_lite0",
         },
     )
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "IAAKD_PROGRESS": "0"}
-    process = subprocess.Popen(
-        ["dvc", "repro"],
-        cwd=tiny_repo,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    kill_repro_when(
+        tiny_repo, lambda: bool(list((tiny_repo / ".work" / "student").glob("*/last.pt"))), "student"
     )
-    deadline = time.time() + 300
-    while not list((tiny_repo / ".work" / "student").glob("*/last.pt")) and time.time() < deadline:
-        assert process.poll() is None, "the student finished before it could be killed"
-        time.sleep(0.02)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
     (checkpoint,) = (tiny_repo / ".work" / "student").glob("*/last.pt")
     assert 1 <= torch.load(checkpoint, weights_only=False)["epoch"] < 6
     assert not (tiny_repo / "models" / "student.pt").exists()  # nothing that looks complete
@@ -284,9 +293,6 @@ def test_killed_student_leaves_no_model_and_resumes_to_the_same_result(tiny_repo
 def test_killed_extraction_resumes_from_its_finished_parts(tiny_repo):
     """Extraction killed halfway: no features folder that looks complete; the rerun continues from the
     parts kept in .work/extract/ and its output equals the uninterrupted run's."""
-    import signal
-    import time
-
     from test_extract import features_of
 
     backbone = "tf_efficientnet_lite0.in1k"
@@ -294,22 +300,8 @@ def test_killed_extraction_resumes_from_its_finished_parts(tiny_repo):
     set_params(
         tiny_repo, {("features", "rows_per_part"): 1}
     )  # one batch per part: the same batches as before
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "IAAKD_PROGRESS": "0"}
-    process = subprocess.Popen(
-        ["dvc", "repro"],
-        cwd=tiny_repo,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     work = tiny_repo / ".work" / "extract" / backbone
-    deadline = time.time() + 300
-    while len(list(work.glob("*/part-*.parquet"))) < 2 and time.time() < deadline:
-        assert process.poll() is None, "the extraction finished before it could be killed"
-        time.sleep(0.02)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_repro_when(tiny_repo, lambda: len(list(work.glob("*/part-*.parquet"))) >= 2, "extraction")
     finished = len(list(work.glob("*/part-*.parquet")))
     assert finished >= 2
     assert not (tiny_repo / "data" / "features" / backbone).exists()
@@ -353,13 +345,80 @@ def test_student_under_torchrun_with_two_processes_matches_one_process(tiny_repo
     """DDP on 2 CPU processes, global batch split in two: rank 0 alone writes the outputs, and the
     training reaches what one process reaches, within the stated tolerance (README)."""
     one_thread = {"OMP_NUM_THREADS": "1"}
+    set_params(
+        tiny_repo,
+        {
+            ("student", "epochs"): 3,
+            ("student", "weights"): "auto",
+            ("student", "backbone"): "tf_efficientnet_lite0",
+        },
+    )
     run(tiny_repo, "dvc", "repro", "-f", "-s", "student", env=one_thread)
     single = json.loads((tiny_repo / "metrics" / "student.json").read_text())
     launcher = {"IAAKD_LAUNCHER": "torchrun --standalone --nproc_per_node=2", **one_thread}
     result = run(tiny_repo, "dvc", "repro", "-f", "-s", "student", env=launcher)
     assert result.stdout.count("student: val SRCC") == 1  # rank 0 alone reports and writes
     double = json.loads((tiny_repo / "metrics" / "student.json").read_text())
-    print("single", single, "double", double)
-    assert abs(double["train_loss"] - single["train_loss"]) <= 0.1 * single["train_loss"]
-    assert abs(double["val_loss"] - single["val_loss"]) <= 0.1 * single["val_loss"]
+    print(
+        f"train loss {single['train_loss']} vs {double['train_loss']}, val loss {single['val_loss']} vs {double['val_loss']}"
+    )
+    # Stated tolerance (README): the validation EMD within 5 %; the training loss, averaged over the steps
+    # of the epoch in train mode, within 30 %: BatchNorm sees half the batch per rank on CPU and the
+    # shuffle order differs, which moves each step's loss but not where training ends.
+    assert abs(double["val_loss"] - single["val_loss"]) <= 0.05 * single["val_loss"]
+    assert abs(double["train_loss"] - single["train_loss"]) <= 0.3 * single["train_loss"]
     assert "up to date" in run(tiny_repo, "dvc", "status", "student").stdout
+
+
+def test_result_scripts_run_on_the_pipeline_outputs_and_render(tiny_repo, tmp_path):
+    """scripts/kd_comparison.py, matching.py and teacher_spread.py (one or two seeds, one or two epochs),
+    and the README tables they feed."""
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    from render_results import kd_table
+
+    out = tmp_path / "kd.json"
+    run(
+        tiny_repo,
+        sys.executable,
+        str(REPO_ROOT / "scripts" / "kd_comparison.py"),
+        "--seeds",
+        "0",
+        "--epochs",
+        "1",
+        "--out",
+        str(out),
+    )
+    results = json.loads(out.read_text())
+    assert set(results["summary"]) == {"student_kd", "student_no_kd", "student_kd_shuffled"}
+    assert results["teacher"]["srcc"] is not None and results["n_test"] == 12
+    table = kd_table(results)
+    assert "| student with KD |" in table and "| constant predictor" in table
+
+    from render_results import matching_table
+
+    out = tmp_path / "matching.json"
+    run(tiny_repo, sys.executable, str(REPO_ROOT / "scripts" / "matching.py"), "--out", str(out))
+    matching = json.loads(out.read_text())
+    assert matching["n_test"] == 12 and matching["gsf_dim"] == 1792
+    for key in ("gsf_matching", "teacher_feature_matching", "teacher"):
+        assert 0 <= matching[key]["acc"] <= 1
+    assert "| nearest image in MLSP feature space (1,792 dims) |" in matching_table(matching)
+
+    from render_results import teacher_spread_table
+
+    out = tmp_path / "spread.json"
+    run(
+        tiny_repo,
+        sys.executable,
+        str(REPO_ROOT / "scripts" / "teacher_spread.py"),
+        "--seeds",
+        "0",
+        "1",
+        "--epochs",
+        "2",
+        "--out",
+        str(out),
+    )
+    spread = json.loads(out.read_text())
+    assert [run["seed"] for run in spread["runs"]] == [0, 1] and spread["srcc"]["sd"] is not None
+    assert "| 1 |" in teacher_spread_table(spread)

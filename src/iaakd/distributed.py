@@ -64,6 +64,15 @@ def all_ok(ranks: Ranks, ok: bool) -> bool:
     return bool(flag.item())
 
 
+def mean_over_ranks(value: torch.Tensor, ranks: Ranks) -> float:
+    """The mean of a scalar over all ranks (each rank's own value when alone)."""
+    if ranks.distributed:
+        value = value.detach().clone()
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+        value = value / ranks.world
+    return float(value.item())
+
+
 def finish(ranks: Ranks) -> None:
     if ranks.distributed and dist.is_initialized():
         dist.destroy_process_group()

@@ -11,12 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
+from iaakd import distributed
 from iaakd.checkpoints import Checkpoint, fingerprint, restore_rng_state, rng_state
 from iaakd.data.images import Preprocess, load_rgb
 from iaakd.devices import autocast_context
+from iaakd.distributed import SINGLE, Ranks
 from iaakd.errors import UserError
 from iaakd.losses import student_loss
 from iaakd.metrics import srcc
@@ -171,11 +174,16 @@ def train_student(
     progress: bool = True,
     device: torch.device = CPU,
     work_root: Path | None = None,
+    ranks: Ranks = SINGLE,
 ) -> tuple[Student, Preprocess, dict, TrainingHistory]:
     """Trains the student; returns the last epoch's model, its preprocessing, its weights source, and the curves.
 
     With ``work_root``, the state after each epoch is kept in ``work_root/<fingerprint>/`` and a rerun of
     the same configuration on the same data continues from it.
+
+    Under torchrun (``ranks``), DistributedDataParallel: ``config.batch_size`` is the global batch, split
+    evenly across ranks; BatchNorm is synchronised on GPUs (PyTorch's SyncBatchNorm has no CPU kernel, so
+    on CPU each rank normalises its own share). Rank 0 validates, keeps the checkpoint and the curves.
     """
     generator = set_seed(config.seed)
     model, preprocess, weights_source = build_student(config, feature_dim, task)
@@ -188,17 +196,36 @@ def train_student(
             train = StudentData(
                 train.paths, train.ground_truth, train.teacher_output[order], train.teacher_feature[order]
             )
+    if config.batch_size % ranks.world:
+        raise UserError(
+            f"student.batch_size={config.batch_size} is not divisible by the {ranks.world} processes"
+        )
+    dataset = _TargetDataset(train, preprocess)
+    drop_last = len(train.paths) > config.batch_size
+    sampler = (
+        DistributedSampler(
+            dataset, ranks.world, ranks.rank, shuffle=True, seed=config.seed, drop_last=drop_last
+        )
+        if ranks.distributed
+        else None
+    )
     loader = DataLoader(
-        _TargetDataset(train, preprocess),
-        batch_size=config.batch_size,
-        shuffle=True,
+        dataset,
+        batch_size=config.batch_size // ranks.world,
+        shuffle=sampler is None,
+        sampler=sampler,
         generator=generator,
         num_workers=num_workers,
-        drop_last=len(train.paths) > config.batch_size,
+        drop_last=drop_last,
         pin_memory=device.type == "cuda",
     )
     if config.freeze_backbone:
         model.backbone.requires_grad_(False)
+    trained = model  # what the optimiser steps: the model itself, or its DDP wrapper
+    if ranks.distributed:
+        if device.type == "cuda":
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        trained = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     optimiser = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimiser, step_size=config.lr_step_epochs, gamma=0.1)
@@ -223,53 +250,68 @@ def train_student(
         history.rows, first_epoch = state["history"], state["epoch"] + 1
         print(f"student: resuming after epoch {state['epoch']} from {checkpoint.path}", flush=True)
     for epoch in range(first_epoch, config.epochs + 1):
+        if sampler is not None:
+            sampler.set_epoch(epoch)  # a different shuffle each epoch, the same on every rank
         model.train()
         if config.freeze_backbone:
             model.backbone.eval()  # frozen means frozen: BatchNorm statistics too
         losses, train_predicted, train_true = [], [], []
         for batch in tqdm(
-            loader, desc=f"student epoch {epoch}/{config.epochs}", disable=not progress, leave=False
+            loader,
+            desc=f"student epoch {epoch}/{config.epochs}",
+            disable=not (progress and ranks.is_main),
+            leave=False,
         ):
-            loss, output = train_step(model, preprocess, batch, optimiser, scaler, config, device, task)
+            loss, output = train_step(trained, preprocess, batch, optimiser, scaler, config, device, task)
             losses.append(loss)
             train_predicted.append(output)
             train_true.append(batch[1])
-        epoch_loss = torch.stack(losses).mean().item()  # one synchronisation per epoch, not per step
+        epoch_loss = distributed.mean_over_ranks(torch.stack(losses).mean(), ranks)  # one sync per epoch
         if not np.isfinite(epoch_loss):
             raise_not_finite("student", epoch, epoch_loss, checkpoint, "student.lr")
         scheduler.step()
-        val_prediction = predict(
-            model, val.paths, preprocess, num_workers=num_workers, device=device, precision=config.precision
-        )
-        history.add(
-            epoch=epoch,
-            train_loss=epoch_loss,
-            # in train mode, during the epoch
-            train_srcc=srcc(
-                task.predicted_score(torch.cat(train_predicted).float().cpu().numpy()),
-                task.predicted_score(torch.cat(train_true).numpy()),
-            ),
-            val_loss=float(task.loss(torch.from_numpy(val.ground_truth), torch.from_numpy(val_prediction))),
-            val_srcc=srcc(task.predicted_score(val_prediction), task.predicted_score(val.ground_truth)),
-        )
-        checkpoint.save(
-            {
-                "epoch": epoch,
-                "model": model.state_dict(),
-                "optimiser": optimiser.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "rng": rng_state(generator),
-                "history": history.rows,
-            }
-        )
-        if progress:
-            row = history.rows[-1]
-            tqdm.write(
-                f"student epoch {epoch}: train loss {row['train_loss']:.4f}, val loss {row['val_loss']:.4f}, val SRCC {row['val_srcc']}"
+        if ranks.is_main:
+            val_prediction = predict(
+                model,
+                val.paths,
+                preprocess,
+                num_workers=num_workers,
+                device=device,
+                precision=config.precision,
             )
+            history.add(
+                epoch=epoch,
+                train_loss=epoch_loss,
+                # in train mode, during the epoch (under torchrun: rank 0's share)
+                train_srcc=srcc(
+                    task.predicted_score(torch.cat(train_predicted).float().cpu().numpy()),
+                    task.predicted_score(torch.cat(train_true).numpy()),
+                ),
+                val_loss=float(
+                    task.loss(torch.from_numpy(val.ground_truth), torch.from_numpy(val_prediction))
+                ),
+                val_srcc=srcc(task.predicted_score(val_prediction), task.predicted_score(val.ground_truth)),
+            )
+            checkpoint.save(
+                {
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimiser": optimiser.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "rng": rng_state(generator),
+                    "history": history.rows,
+                }
+            )
+            if progress:
+                row = history.rows[-1]
+                tqdm.write(
+                    f"student epoch {epoch}: train loss {row['train_loss']:.4f}, val loss {row['val_loss']:.4f}, val SRCC {row['val_srcc']}"
+                )
+        distributed.barrier(ranks)  # the others wait while rank 0 validates
     model.cpu().eval()
-    checkpoint.clear()
+    if ranks.is_main:
+        checkpoint.clear()
     return model, preprocess, weights_source, history
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from iaakd import distributed
 from iaakd.data.images import RESIZE_FILTERS
 from iaakd.devices import PRECISIONS
 from iaakd.losses import MIXES, OUTPUT_TARGETS
@@ -59,6 +60,7 @@ def main(_argv: list[str]) -> None:
     params = common.load_params()
     config = student_config(params)
     task = data_access.task_from_params(params)
+    ranks, device = distributed.start(common.device_from_env())
     frame = data_access.labels_with_split()
     train = split_data(frame, "train", task, with_teacher=True)
     val = split_data(frame, "val", task, with_teacher=False)
@@ -71,9 +73,13 @@ def main(_argv: list[str]) -> None:
         task,
         num_workers=common.num_workers_from_env(),
         progress=common.show_progress(),
-        device=common.device_from_env(),
+        device=device,
         work_root=common.WORK_DIR / "student",
+        ranks=ranks,
     )
+    distributed.finish(ranks)
+    if not ranks.is_main:
+        return  # rank 0 alone writes the model, metrics and plots
     save_student(common.STUDENT_MODEL, model, preprocess, config, weights_source, task)
     last = history.rows[-1]
     common.write_json(
@@ -95,4 +101,4 @@ def main(_argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    common.run(main)
+    common.run(main, distributed=True)
