@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from iaakd.metrics import bootstrap_srcc_ci, mean_score, round_floats, score_metrics, srcc
+from iaakd.metrics import bootstrap_srcc_ci, round_floats, srcc
 from iaakd.stages import common, data_access
 from iaakd.stages.student import split_data, student_config
 from iaakd.student import KDConfig, predict, train_student
@@ -57,18 +57,19 @@ def main() -> None:
     base = student_config(params)
     if args.epochs:
         base = dataclasses.replace(base, epochs=args.epochs)
+    task = data_access.task_from_params(params)
     frame = data_access.labels_with_split()
-    train, val = split_data(frame, "train", with_teacher=True), split_data(frame, "val", with_teacher=False)
+    train = split_data(frame, "train", task, with_teacher=True)
+    val = split_data(frame, "val", task, with_teacher=False)
     test = frame[frame["split"] == "test"].reset_index(drop=True)
     test_truth, test_score = data_access.ground_truth(test), test["mean_score"].to_numpy()
-    cutoff = float(common.section(params, "evaluate").get("cutoff", 5.0))
 
-    def test_metrics(distribution: np.ndarray) -> dict:
-        metrics = score_metrics(distribution, test_truth, test_score, cutoff)
-        metrics["srcc_ci95"] = bootstrap_srcc_ci(mean_score(distribution), test_score, seed=0)
+    def test_metrics(output: np.ndarray) -> dict:
+        metrics = task.metrics(output, test_score, test_truth)
+        metrics["srcc_ci95"] = bootstrap_srcc_ci(task.predicted_score(output), test_score, seed=0)
         return metrics
 
-    teacher_distribution, _ = data_access.teacher_knowledge(test["image_id"].tolist())
+    teacher_output, _ = data_access.teacher_knowledge(test["image_id"].tolist())
     constant = np.repeat(train.ground_truth.mean(axis=0, keepdims=True), len(test), axis=0)
     latent = test["latent_score"].to_numpy()
     results = {
@@ -77,7 +78,7 @@ def main() -> None:
         "seeds": args.seeds,
         "student_config": dataclasses.asdict(base),
         "noise_ceiling_srcc": srcc(latent, test_score) if np.isfinite(latent).all() else None,
-        "teacher": test_metrics(teacher_distribution),
+        "teacher": test_metrics(teacher_output),
         "constant_predictor": test_metrics(constant),
         "runs": {},
         "summary": {},
@@ -92,6 +93,7 @@ def main() -> None:
                 train,
                 val,
                 train.teacher_feature.shape[1],
+                task,
                 progress=common.show_progress(),
                 device=device,
             )

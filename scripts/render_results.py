@@ -14,6 +14,8 @@ from pathlib import Path
 
 README = Path("README.md")
 KD_RESULTS = Path("results/kd_comparison.json")
+MATCHING_RESULTS = Path("results/matching.json")
+TEACHER_SPREAD_RESULTS = Path("results/teacher_spread.json")
 ROWS = (
     ("teacher", "teacher (3 backbones at full resolution + distiller)"),
     ("student_kd", "student with KD"),
@@ -54,12 +56,60 @@ def kd_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def matching_table(results: dict) -> str:
+    lines = [
+        f"Demo numbers: {results['n_test']} test images, each scored by its nearest of {results['n_train']} "
+        f"training images (cosine similarity).",
+        "",
+        "| scored by | SRCC | PLCC | Acc |",
+        "|---|---|---|---|",
+    ]
+    for key, label in (
+        ("gsf_matching", f"nearest image in MLSP feature space ({results['gsf_dim']:,} dims)"),
+        (
+            "teacher_feature_matching",
+            f"nearest image in teacher-feature space (f_t, {results['teacher_feature_dim']} dims)",
+        ),
+        ("teacher", "the teacher (distiller output)"),
+    ):
+        row = results[key]
+        lines.append(f"| {label} | {_cell(row['srcc'])} | {_cell(row['plcc'])} | {_cell(row['acc'])} |")
+    return "\n".join(lines)
+
+
+def teacher_spread_table(results: dict) -> str:
+    srcc = results["srcc"]
+    lines = [
+        f"Demo numbers: the distiller trained {len(results['runs'])} times (seeds "
+        f"{', '.join(str(run['seed']) for run in results['runs'])}) on the same features, scored on "
+        f"{results['n_test']} test images. SRCC mean {_cell(srcc['mean'])}, sd {_cell(srcc['sd'])}, "
+        f"range {_cell(srcc['min'])}-{_cell(srcc['max'])}.",
+        "",
+        "| seed | SRCC | PLCC | Acc |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {run['seed']} | {_cell(run['srcc'])} | {_cell(run['plcc'])} | {_cell(run['acc'])} |"
+        for run in results["runs"]
+    ]
+    return "\n".join(lines)
+
+
+TABLES = {
+    "kd_comparison": (KD_RESULTS, kd_table),
+    "matching": (MATCHING_RESULTS, matching_table),
+    "teacher_spread": (TEACHER_SPREAD_RESULTS, teacher_spread_table),
+}
+
+
 def render(readme: str) -> str:
-    if not KD_RESULTS.is_file():
-        return readme
-    table = kd_table(json.loads(KD_RESULTS.read_text()))
-    pattern = re.compile(r"(<!-- results:kd_comparison -->\n).*?(\n<!-- /results:kd_comparison -->)", re.S)
-    return pattern.sub(lambda m: m.group(1) + table + m.group(2), readme)
+    for name, (path, make_table) in TABLES.items():
+        if not path.is_file():
+            continue
+        table = make_table(json.loads(path.read_text()))
+        pattern = re.compile(rf"(<!-- results:{name} -->\n).*?(\n<!-- /results:{name} -->)", re.S)
+        readme = pattern.sub(lambda m, table=table: m.group(1) + table + m.group(2), readme)
+    return readme
 
 
 def main() -> None:
