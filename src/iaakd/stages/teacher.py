@@ -30,21 +30,24 @@ def main(_argv: list[str]) -> None:
     model.eval()
     matrix, _ = data_access.teacher_input(saved["backbones"])
     metadata = {"backbones": saved["backbones"], "distiller": saved["config"], "task": task.as_dict()}
-    writer, start = PartWriter(common.TEACHER_DIR), 0
+    writer, start, buffered = PartWriter(common.TEACHER_DIR), 0, 0
     outputs, teacher_features = [], []
     for output, teacher_feature in iter_knowledge(model, matrix):  # one batch of input rows in memory
         outputs.append(output)
         teacher_features.append(teacher_feature)
+        buffered += len(output)
         metadata["feature_dim"] = int(teacher_feature.shape[1])
-        if sum(map(len, outputs)) >= PART_ROWS or start + sum(map(len, outputs)) == len(matrix):
-            output, teacher_feature = np.concatenate(outputs), np.concatenate(teacher_features)
-            ids = matrix.image_ids[start : start + len(output)].tolist()
-            table = {"image_id": ids, "teacher_feature": teacher_feature, "teacher_output": output}
+        if buffered >= PART_ROWS or start + buffered == len(matrix):
+            ids = matrix.image_ids[start : start + buffered].tolist()
+            table = {
+                "image_id": ids,
+                "teacher_feature": np.concatenate(teacher_features),
+                "teacher_output": np.concatenate(outputs),
+            }
             writer.write(make_table(table, metadata))
-            start, outputs, teacher_features = start + len(output), [], []
+            start, buffered, outputs, teacher_features = start + buffered, 0, [], []
     writer.commit()
-    image_ids = matrix.image_ids
-    print(f"teacher: knowledge of {len(image_ids)} images, f_t of {metadata['feature_dim']} dimensions")
+    print(f"teacher: knowledge of {len(matrix)} images, f_t of {metadata['feature_dim']} dimensions")
 
 
 if __name__ == "__main__":
