@@ -94,7 +94,7 @@ def base_params() -> dict:
             {"student": {"kd": {"mix": "both"}}},
             "student.kd.mix='both' is not one of none, loss, label",
         ),
-        ("extract", {"features": {"batch_size": 0}}, "features.batch_size must be positive"),
+        ("extract", {"features": {"batch_size": 0}}, "features.batch_size=0 must be positive"),
     ],
 )
 def test_bad_params_stop_before_any_work_with_one_line_naming_the_key(tmp_path, stage, change, message):

@@ -370,55 +370,32 @@ def test_student_under_torchrun_with_two_processes_matches_one_process(tiny_repo
     assert "up to date" in run(tiny_repo, "dvc", "status", "student").stdout
 
 
+def run_script(repo: Path, name: str, out: Path, *args: str) -> dict:
+    """Runs scripts/<name> in ``repo`` with ``--out out`` and returns the JSON it wrote."""
+    run(repo, sys.executable, str(REPO_ROOT / "scripts" / name), *args, "--out", str(out))
+    return json.loads(out.read_text())
+
+
 def test_result_scripts_run_on_the_pipeline_outputs_and_render(tiny_repo, tmp_path):
     """scripts/kd_comparison.py, matching.py and teacher_spread.py (one or two seeds, one or two epochs),
     and the README tables they feed."""
     sys.path.insert(0, str(REPO_ROOT / "scripts"))
-    from render_results import kd_table
+    from render_results import kd_table, matching_table, teacher_spread_table
 
-    out = tmp_path / "kd.json"
-    run(
-        tiny_repo,
-        sys.executable,
-        str(REPO_ROOT / "scripts" / "kd_comparison.py"),
-        "--seeds",
-        "0",
-        "--epochs",
-        "1",
-        "--out",
-        str(out),
-    )
-    results = json.loads(out.read_text())
+    results = run_script(tiny_repo, "kd_comparison.py", tmp_path / "kd.json", "--seeds", "0", "--epochs", "1")
     assert set(results["summary"]) == {"student_kd", "student_no_kd", "student_kd_shuffled"}
     assert results["teacher"]["srcc"] is not None and results["n_test"] == 12
     table = kd_table(results)
     assert "| student with KD |" in table and "| constant predictor" in table
 
-    from render_results import matching_table
-
-    out = tmp_path / "matching.json"
-    run(tiny_repo, sys.executable, str(REPO_ROOT / "scripts" / "matching.py"), "--out", str(out))
-    matching = json.loads(out.read_text())
+    matching = run_script(tiny_repo, "matching.py", tmp_path / "matching.json")
     assert matching["n_test"] == 12 and matching["gsf_dim"] == 1792
     for key in ("gsf_matching", "teacher_feature_matching", "teacher"):
         assert 0 <= matching[key]["acc"] <= 1
     assert "| nearest image in MLSP feature space (1,792 dims) |" in matching_table(matching)
 
-    from render_results import teacher_spread_table
-
-    out = tmp_path / "spread.json"
-    run(
-        tiny_repo,
-        sys.executable,
-        str(REPO_ROOT / "scripts" / "teacher_spread.py"),
-        "--seeds",
-        "0",
-        "1",
-        "--epochs",
-        "2",
-        "--out",
-        str(out),
+    spread = run_script(
+        tiny_repo, "teacher_spread.py", tmp_path / "spread.json", "--seeds", "0", "1", "--epochs", "2"
     )
-    spread = json.loads(out.read_text())
     assert [run["seed"] for run in spread["runs"]] == [0, 1] and spread["srcc"]["sd"] is not None
     assert "| 1 |" in teacher_spread_table(spread)

