@@ -94,6 +94,21 @@ def base_params() -> dict:
             {"student": {"kd": {"mix": "both"}}},
             "student.kd.mix='both' is not one of none, loss, label",
         ),
+        (
+            "student",
+            {"student": {"input_mode": "letterbox"}},
+            "student.input_mode='letterbox' is not one of resize, pad_crop",
+        ),
+        (
+            "student",
+            {"student": {"input_mode": "pad_crop", "pad_size": 100}},
+            "student.pad_size=100 must be >= student.input_size=128 (pad_crop cuts input_size out of the padded square)",
+        ),
+        (
+            "student",
+            {"student": {"semantic": "both"}},
+            "student.semantic='both' is not one of none, input, target",
+        ),
         ("extract", {"features": {"batch_size": 0}}, "features.batch_size=0 must be positive"),
     ],
 )

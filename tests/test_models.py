@@ -129,8 +129,9 @@ def test_distiller_and_student_shapes():
     assert distribution.shape == (5, 10) and feature.shape == (5, 8)
     torch.testing.assert_close(distribution.sum(1), torch.ones(5))
     backbone, _ = create_backbone("resnet18", "random", num_classes=0)
-    distribution, feature = Student(backbone, 8).eval()(torch.randn(2, 3, 64, 64))
+    distribution, feature, tag_logits = Student(backbone, 8).eval()(torch.randn(2, 3, 64, 64))
     assert distribution.shape == (2, 10) and feature.shape == (2, 8) and (feature >= 0).all()
+    assert tag_logits is None  # only the multi-task baseline predicts tags
 
 
 def test_gmacs_in_the_papers_unit():

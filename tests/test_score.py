@@ -45,9 +45,11 @@ def test_checkpoint_describes_itself_and_reloads_identically(trained_student):
         "std": [0.5, 0.5, 0.5],
         "size": 64,
         "resize_filter": "bilinear",
+        "mode": "resize",
+        "pad_size": None,
     }
     assert saved["weights_source"]["source"] == "packaged"
-    assert saved["head"] == {"to_feature": [1280, 16], "output": [16, 10]}
+    assert saved["head"] == {"to_feature": [1280, 16], "output": [16, 10], "semantic": "none"}
     np.testing.assert_allclose(
         predict(model, paths[:4], preprocess), predict(loaded, paths[:4], loaded_preprocess), atol=1e-6
     )

@@ -76,3 +76,9 @@ def student_loss(
     if feature_weight:
         loss = loss + feature_weight * F.mse_loss(student_feature, teacher_feature)
     return loss
+
+
+def tag_loss(tags: torch.Tensor, tag_logits: torch.Tensor) -> torch.Tensor:
+    """BCE of the predicted tags against the two-hot vector, the multi-task baseline's extra term (Eq. 9).
+    From logits: numerically stable, and allowed under autocast."""
+    return F.binary_cross_entropy_with_logits(tag_logits.float(), tags.float())

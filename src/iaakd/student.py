@@ -6,7 +6,7 @@ The loop reads top to bottom: build, then for each epoch train, validate, record
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ from iaakd.data.images import Preprocess, load_rgb
 from iaakd.devices import autocast_context
 from iaakd.distributed import SINGLE, Ranks
 from iaakd.errors import UserError
-from iaakd.losses import student_loss
+from iaakd.losses import student_loss, tag_loss
 from iaakd.metrics import srcc
 from iaakd.models import Student, create_backbone, model_name, normalisation
 from iaakd.tasks import DISTRIBUTION, Task
@@ -46,6 +46,8 @@ class StudentConfig:
     weights: str = "auto"
     input_size: int = 128
     resize_filter: str = "bilinear"
+    input_mode: str = "resize"  # resize | pad_crop (Table VII): centred on pad_size, centre cut
+    pad_size: int = 800
     epochs: int = 12
     batch_size: int = 16
     lr: float = 3e-4
@@ -54,23 +56,27 @@ class StudentConfig:
     freeze_backbone: bool = False  # Table V: train only the head
     precision: str = "fp32"  # fp32 | bf16 | fp16: autocast on the device (fp16 with gradient scaling)
     seed: int = 0
+    semantic: str = "none"  # none | input (multi-modal) | target (multi-task): AVA's tags, Table XII
+    semantic_weight: float = 1.0  # target: weight of BCE(tags) (Eq. 9 adds it with weight 1)
     kd: KDConfig = field(default_factory=KDConfig)
 
 
 @dataclass
 class StudentData:
-    """What one split needs: image paths, ground-truth targets (``Task.targets``), and teacher knowledge
-    (may be None): the teacher's output D_t (or y_t) and feature f_t."""
+    """What one split needs: image paths, ground-truth targets (``Task.targets``), teacher knowledge
+    (may be None): the teacher's output D_t (or y_t) and feature f_t, and AVA's tags as two-hot vectors
+    (``iaakd.data.labels.two_hot_tags``; needed only by the semantic baselines)."""
 
     paths: list[str]
     ground_truth: np.ndarray
     teacher_output: np.ndarray | None = None
     teacher_feature: np.ndarray | None = None
+    tags: np.ndarray | None = None
 
 
 class _TargetDataset(Dataset):
-    """(image as uint8, ground truth, teacher output, teacher feature); teacher parts are empty
-    tensors where no knowledge is given."""
+    """(image as uint8, ground truth, teacher output, teacher feature, tags); the teacher parts and the
+    tags are empty tensors where none are given."""
 
     def __init__(self, data: StudentData, preprocess: Preprocess) -> None:
         self.data, self.preprocess = data, preprocess
@@ -80,15 +86,18 @@ class _TargetDataset(Dataset):
         return len(self.data.paths)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
-        image = self.preprocess(load_rgb(self.data.paths[index]))
-        ground_truth = torch.from_numpy(self.data.ground_truth[index])
-        if self.data.teacher_output is None:
-            return image, ground_truth, self.empty, self.empty
+        data = self.data
+        image = self.preprocess(load_rgb(data.paths[index]))
+        ground_truth = torch.from_numpy(data.ground_truth[index])
+        tags = self.empty if data.tags is None else torch.from_numpy(data.tags[index])
+        if data.teacher_output is None:
+            return image, ground_truth, self.empty, self.empty, tags
         return (
             image,
             ground_truth,
-            torch.from_numpy(self.data.teacher_output[index]),
-            torch.from_numpy(self.data.teacher_feature[index]),
+            torch.from_numpy(data.teacher_output[index]),
+            torch.from_numpy(data.teacher_feature[index]),
+            tags,
         )
 
 
@@ -97,9 +106,16 @@ def build_student(
 ) -> tuple[Student, Preprocess, dict]:
     backbone, weights_info = create_backbone(config.backbone, config.weights, num_classes=0)
     mean, std = normalisation(backbone)
-    preprocess = Preprocess(mean=mean, std=std, size=config.input_size, resize_filter=config.resize_filter)
+    preprocess = Preprocess(
+        mean=mean,
+        std=std,
+        size=config.input_size,
+        resize_filter=config.resize_filter,
+        mode=config.input_mode,
+        pad_size=config.pad_size if config.input_mode == "pad_crop" else None,
+    )
     return (
-        Student(backbone, feature_dim, task.output_size, task.activation),
+        Student(backbone, feature_dim, task.output_size, task.activation, semantic=config.semantic),
         preprocess,
         weights_info.as_dict(),
     )
@@ -114,18 +130,28 @@ def predict(
     progress: bool = False,
     device: torch.device = CPU,
     precision: str = "fp32",
+    tags: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The model's outputs (n, output size) for image files: distributions, scores or probabilities."""
+    """The model's outputs (n, output size) for image files: distributions, scores or probabilities.
+    ``tags`` (two-hot, one row per path) are the input of a multi-modal student (``semantic="input"``)."""
+    if model.semantic == "input" and tags is None:
+        raise UserError(
+            "this student takes AVA's two tags per image as input (student.semantic=input); none given"
+        )
     output_size = model.output.out_features
-    dataset = _TargetDataset(StudentData(paths, np.zeros((len(paths), output_size), np.float32)), preprocess)
+    dataset = _TargetDataset(
+        StudentData(paths, np.zeros((len(paths), output_size), np.float32), tags=tags), preprocess
+    )
     loader = DataLoader(
         dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=device.type == "cuda"
     )
     model.to(device).eval()
     outputs = []
     with torch.no_grad(), autocast_context(device, precision):
-        for images, *_ in tqdm(loader, desc="predict", disable=not progress):
-            outputs.append(model(preprocess.normalise(images.to(device, non_blocking=True)))[0].float().cpu())
+        for images, *_, batch_tags in tqdm(loader, desc="predict", disable=not progress):
+            images = preprocess.normalise(images.to(device, non_blocking=True))
+            batch_tags = batch_tags.to(device) if batch_tags.numel() else None
+            outputs.append(model(images, batch_tags).output.float().cpu())
     return torch.cat(outputs).numpy() if outputs else np.zeros((0, output_size), np.float32)
 
 
@@ -140,11 +166,13 @@ def train_step(
     task: Task = DISTRIBUTION,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimisation step on a batch from the loader; returns (loss, the model's output), on the device."""
-    images, ground_truth, teacher_output, teacher_feature = (
+    images, ground_truth, teacher_output, teacher_feature, tags = (
         part.to(device, non_blocking=True) for part in batch
     )
     with autocast_context(device, config.precision):
-        output, aesthetic_feature = model(preprocess.normalise(images))
+        output, aesthetic_feature, tag_logits = model(
+            preprocess.normalise(images), tags if tags.numel() else None
+        )
         loss = student_loss(
             output.float(),
             aesthetic_feature.float(),
@@ -157,6 +185,8 @@ def train_step(
             mix=config.kd.mix,
             output_loss=task.loss,
         )
+        if tag_logits is not None:  # the multi-task baseline, Eq. 9
+            loss = loss + config.semantic_weight * tag_loss(tags, tag_logits)
     optimiser.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimiser)
@@ -193,9 +223,15 @@ def train_student(
             raise UserError("student.kd.enabled is true but no teacher knowledge was given")
         if config.kd.shuffle:
             order = np.random.default_rng(config.seed).permutation(len(train.paths))
-            train = StudentData(
-                train.paths, train.ground_truth, train.teacher_output[order], train.teacher_feature[order]
+            train = replace(
+                train,
+                teacher_output=train.teacher_output[order],
+                teacher_feature=train.teacher_feature[order],
             )
+    if config.semantic != "none" and (train.tags is None or val.tags is None):
+        raise UserError(
+            f"student.semantic={config.semantic} needs AVA's tags for the training and validation images"
+        )
     if config.batch_size % ranks.world:
         raise UserError(
             f"student.batch_size={config.batch_size} is not divisible by the {ranks.world} processes"
@@ -234,8 +270,8 @@ def train_student(
         work_root
         / fingerprint(
             {**asdict(config), **task.as_dict(), "weights": weights_source},
-            train.paths, train.ground_truth, train.teacher_output, train.teacher_feature,
-            val.paths, val.ground_truth,
+            train.paths, train.ground_truth, train.teacher_output, train.teacher_feature, train.tags,
+            val.paths, val.ground_truth, val.tags,
         )
         if work_root is not None
         else None
@@ -278,6 +314,7 @@ def train_student(
                 num_workers=num_workers,
                 device=device,
                 precision=config.precision,
+                tags=val.tags if config.semantic == "input" else None,
             )
             history.add(
                 epoch=epoch,
@@ -331,8 +368,9 @@ def save_student(
         "preprocess": preprocess.as_dict(),
         "feature_dim": model.output.in_features,
         "head": {
-            "to_feature": [model.backbone.num_features, model.output.in_features],
+            "to_feature": [model.to_feature[0].in_features, model.output.in_features],
             "output": [model.output.in_features, model.output.out_features],
+            "semantic": model.semantic,
         },
         "task": task.as_dict(),
         "config": asdict(config),
@@ -354,14 +392,11 @@ def load_student(path: Path) -> tuple[Student, Preprocess, dict]:
         raise UserError(f"{path}: unknown checkpoint format {checkpoint.get('format')}")
     backbone, _ = create_backbone(checkpoint["backbone"], "random", num_classes=0)
     task = checkpoint_task(checkpoint)
-    model = Student(backbone, checkpoint["feature_dim"], task.output_size, task.activation)
+    semantic = checkpoint["head"].get("semantic", "none")
+    model = Student(backbone, checkpoint["feature_dim"], task.output_size, task.activation, semantic=semantic)
     model.load_state_dict(checkpoint["state_dict"])
     model.eval()
-    p = checkpoint["preprocess"]
-    preprocess = Preprocess(
-        mean=tuple(p["mean"]), std=tuple(p["std"]), size=p["size"], resize_filter=p["resize_filter"]
-    )
-    return model, preprocess, checkpoint
+    return model, Preprocess.from_dict(checkpoint["preprocess"]), checkpoint
 
 
 def checkpoint_task(checkpoint: dict) -> Task:

@@ -1,4 +1,5 @@
-"""Image decoding and the two input modes: full resolution (teacher) and resized (student)."""
+"""Image decoding and the input modes: full resolution (teacher), and for the student a square resize or the
+paper's pad-then-centre-crop (Table VII)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ RESIZE_FILTERS = {
     "bicubic": Image.Resampling.BICUBIC,
     "lanczos": Image.Resampling.LANCZOS,
 }
+INPUT_MODES = ("resize", "pad_crop")
 
 
 def load_rgb(path: str | Path) -> Image.Image:
@@ -27,17 +29,37 @@ def load_rgb(path: str | Path) -> Image.Image:
 
 @dataclass(frozen=True)
 class Preprocess:
-    """Everything that turns a file into a network input; stored with every model that uses it."""
+    """Everything that turns a file into a network input; stored with every model that uses it.
+
+    ``mode="resize"``: a square ``size`` x ``size`` resize (aspect ratio not kept). ``mode="pad_crop"``
+    (Table VII's 640 x 640): the image centred on a black ``pad_size`` square, then the centre
+    ``size`` x ``size`` cut out, so the pixels keep their scale and aspect ratio; an image larger than
+    ``pad_size`` is first scaled down to fit (AVA's largest side is 800, the paper's pad size).
+    """
 
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     size: int | None = None  # None: full resolution, no resize, no crop
     resize_filter: str = "bilinear"
+    mode: str = "resize"  # resize | pad_crop
+    pad_size: int | None = None  # pad_crop: the side of the black square the image is centred on
+
+    def __post_init__(self) -> None:
+        if self.mode not in INPUT_MODES:
+            raise ValueError(f"Preprocess: mode {self.mode!r} is not one of {INPUT_MODES}")
+        if self.mode == "pad_crop" and (
+            self.size is None or self.pad_size is None or self.pad_size < self.size
+        ):
+            raise ValueError(
+                f"Preprocess: pad_crop needs pad_size >= size, got {self.pad_size} and {self.size}"
+            )
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         """uint8 (3, H, W): decoding and resizing happen in loader workers; normalising on the device,
         so a batch crosses to the GPU as bytes, a quarter of float32's size."""
-        if self.size is not None:
+        if self.mode == "pad_crop":
+            image = pad_and_centre_crop(image, self.pad_size, self.size, RESIZE_FILTERS[self.resize_filter])
+        elif self.size is not None:
             image = image.resize((self.size, self.size), RESIZE_FILTERS[self.resize_filter])
         return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
 
@@ -53,7 +75,38 @@ class Preprocess:
             "std": list(self.std),
             "size": self.size,
             "resize_filter": self.resize_filter,
+            "mode": self.mode,
+            "pad_size": self.pad_size,
         }
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Preprocess:
+        """The inverse of :meth:`as_dict`; checkpoints written before the input modes read as ``resize``."""
+        return cls(
+            mean=tuple(values["mean"]),
+            std=tuple(values["std"]),
+            size=values["size"],
+            resize_filter=values["resize_filter"],
+            mode=values.get("mode", "resize"),
+            pad_size=values.get("pad_size"),
+        )
+
+
+def pad_and_centre_crop(
+    image: Image.Image, pad_size: int, crop_size: int, resample: Image.Resampling
+) -> Image.Image:
+    """``image`` centred on a black ``pad_size`` square (scaled down first if it does not fit), then the
+    centre ``crop_size`` square of that: what the image would give padded to 800 and cropped to 640."""
+    if max(image.size) > pad_size:
+        scale = pad_size / max(image.size)
+        image = image.resize(
+            (max(1, round(image.width * scale)), max(1, round(image.height * scale))), resample
+        )
+    canvas = Image.new("RGB", (crop_size, crop_size))
+    # where the image's top-left corner falls inside the crop window of the padded square
+    offset = (pad_size - crop_size) // 2
+    canvas.paste(image, ((pad_size - image.width) // 2 - offset, (pad_size - image.height) // 2 - offset))
+    return canvas
 
 
 class ImageDataset(Dataset):

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from iaakd.data.scan import join_scans
+from iaakd.errors import UserError
 
 SKIPPED_COLUMNS = ["image_id", "file", "reason"]
 TAG_COLUMNS = ("tag1", "tag2", "challenge")
@@ -59,3 +60,16 @@ def labelled_images(
         if column not in usable:
             usable[column] = np.zeros(len(usable), dtype=np.int64)
     return usable, pd.concat([skipped, unusable], ignore_index=True)[SKIPPED_COLUMNS]
+
+
+def two_hot_tags(tag1: np.ndarray, tag2: np.ndarray, num_tags: int) -> np.ndarray:
+    """AVA's two semantic tags per image as an (n, num_tags) float32 two-hot vector (Table XII);
+    tag id t sets column t - 1, and 0 (no tag) sets nothing."""
+    tags = np.stack([np.asarray(tag1), np.asarray(tag2)], axis=1).astype(np.int64)
+    if tags.size and (tags.min() < 0 or tags.max() > num_tags):
+        raise UserError(
+            f"semantic tags must be ids 0..{num_tags} (0: none), found {tags.min()}..{tags.max()}"
+        )
+    vector = np.zeros((len(tags), num_tags + 1), np.float32)
+    np.put_along_axis(vector, tags, 1.0, axis=1)
+    return vector[:, 1:]

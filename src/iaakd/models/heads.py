@@ -8,6 +8,7 @@ which is what the student imitates (f_t, f_s).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -47,18 +48,64 @@ class Distiller(nn.Module):
         return ACTIVATIONS[self.activation](self.output(aesthetic_feature)), aesthetic_feature
 
 
+NUM_TAGS = 66  # AVA's semantic tags, ids 1..66 (0: none)
+SEMANTIC_MODES = ("none", "input", "target")
+
+
+class StudentOutput(NamedTuple):
+    output: torch.Tensor  # distribution, score or probability (``iaakd.tasks``)
+    aesthetic_feature: torch.Tensor  # f_s, what imitates the teacher feature f_t
+    tag_logits: torch.Tensor | None = None  # semantic="target": the predicted two-hot tag vector, as logits
+
+
 class Student(nn.Module):
-    """A CNN backbone, an FC layer to the teacher feature's size (f_s), and an FC softmax layer."""
+    """A CNN backbone, an FC layer to the teacher feature's size (f_s), and an FC softmax layer.
+
+    The semantic-guidance baselines of Table XII use AVA's two tags per image as a two-hot vector:
+    ``semantic="input"`` (multi-modal) encodes it with two FC layers and concatenates the result with the
+    visual feature before f_s; ``semantic="target"`` (multi-task) predicts it from the visual feature
+    (trained with BCE, Eq. 9).
+    """
 
     def __init__(
-        self, backbone: nn.Module, feature_dim: int, output_size: int = NUM_BINS, activation: str = "softmax"
+        self,
+        backbone: nn.Module,
+        feature_dim: int,
+        output_size: int = NUM_BINS,
+        activation: str = "softmax",
+        semantic: str = "none",
+        semantic_hidden: int = 64,
     ) -> None:
         super().__init__()
+        if semantic not in SEMANTIC_MODES:
+            raise ValueError(f"Student: semantic {semantic!r} is not one of {SEMANTIC_MODES}")
         self.backbone = backbone  # timm model with num_classes=0: returns pooled features
-        self.to_feature = nn.Sequential(nn.Linear(backbone.num_features, feature_dim), nn.ReLU(inplace=True))
+        self.semantic = semantic
+        merged = backbone.num_features
+        if semantic == "input":
+            self.encode_tags = nn.Sequential(
+                nn.Linear(NUM_TAGS, semantic_hidden),
+                nn.ReLU(inplace=True),
+                nn.Linear(semantic_hidden, semantic_hidden),
+                nn.ReLU(inplace=True),
+            )
+            merged += semantic_hidden
+        if semantic == "target":
+            self.predict_tags = nn.Linear(backbone.num_features, NUM_TAGS)
+        self.to_feature = nn.Sequential(nn.Linear(merged, feature_dim), nn.ReLU(inplace=True))
         self.output = nn.Linear(feature_dim, output_size)
         self.activation = activation
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        aesthetic_feature = self.to_feature(self.backbone(images))
-        return ACTIVATIONS[self.activation](self.output(aesthetic_feature.float())), aesthetic_feature
+    def forward(self, images: torch.Tensor, tags: torch.Tensor | None = None) -> StudentOutput:
+        """``tags``: two-hot (N, 66), read only by ``semantic="input"``, where None means no tags (zeros)."""
+        visual_feature = self.backbone(images)
+        merged, tag_logits = visual_feature, None
+        if self.semantic == "input":
+            if tags is None:
+                tags = visual_feature.new_zeros(len(visual_feature), NUM_TAGS)
+            merged = torch.cat([visual_feature, self.encode_tags(tags.to(visual_feature.dtype))], dim=1)
+        if self.semantic == "target":
+            tag_logits = self.predict_tags(visual_feature).float()
+        aesthetic_feature = self.to_feature(merged)
+        output = ACTIVATIONS[self.activation](self.output(aesthetic_feature.float()))
+        return StudentOutput(output, aesthetic_feature, tag_logits)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from iaakd.data.labels import two_hot_tags
 from iaakd.feature_rows import FeatureMatrix, build_feature_matrix
 from iaakd.features import read_metadata, read_table, vector_column
+from iaakd.models.heads import NUM_TAGS
 from iaakd.stages import common
 from iaakd.tasks import OUTPUTS, Task
 
@@ -71,3 +73,12 @@ def teacher_input(backbones: list[str]) -> tuple[FeatureMatrix, list[dict]]:
         common.WORK_DIR / "features",
         progress=common.show_progress(),
     )
+
+
+def tags(frame: pd.DataFrame) -> np.ndarray:
+    """Two-hot tag vectors of ``frame``'s rows; labels without any tag cannot train a semantic baseline."""
+    common.require(
+        bool((frame[["tag1", "tag2"]] > 0).any(axis=None)),
+        f"{common.LABELS}: no image has a semantic tag (tag1, tag2); student.semantic needs AVA's tags",
+    )
+    return two_hot_tags(frame["tag1"].to_numpy(), frame["tag2"].to_numpy(), NUM_TAGS)

@@ -75,6 +75,7 @@ def main(_argv: list[str]) -> None:
         progress=common.show_progress(),
         device=common.device_from_env(),
         precision=checkpoint["config"].get("precision", "fp32"),
+        tags=data_access.tags(test) if student.semantic == "input" else None,
     )
 
     height, width = test.groupby(["height", "width"]).size().idxmax()  # the most common test image size

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from iaakd import distributed
-from iaakd.data.images import RESIZE_FILTERS
+from iaakd.data.images import INPUT_MODES, RESIZE_FILTERS
 from iaakd.devices import PRECISIONS
 from iaakd.losses import MIXES, OUTPUT_TARGETS
+from iaakd.models.heads import SEMANTIC_MODES
 from iaakd.plots import training_curves
 from iaakd.stages import common, data_access
 from iaakd.student import StudentConfig, StudentData, save_student, train_student
@@ -22,6 +23,23 @@ def student_config(params: dict) -> StudentConfig:
     common.require(
         config.resize_filter in RESIZE_FILTERS,
         f"params: student.resize_filter='{config.resize_filter}' is not one of {', '.join(RESIZE_FILTERS)}",
+    )
+    common.require(
+        config.input_mode in INPUT_MODES,
+        f"params: student.input_mode='{config.input_mode}' is not one of {', '.join(INPUT_MODES)}",
+    )
+    common.require(
+        config.input_mode != "pad_crop" or config.pad_size >= config.input_size,
+        f"params: student.pad_size={config.pad_size} must be >= student.input_size={config.input_size}"
+        " (pad_crop cuts input_size out of the padded square)",
+    )
+    common.require(
+        config.semantic in SEMANTIC_MODES,
+        f"params: student.semantic='{config.semantic}' is not one of {', '.join(SEMANTIC_MODES)}",
+    )
+    common.require(
+        config.semantic_weight >= 0,
+        f"params: student.semantic_weight={config.semantic_weight} must be >= 0",
     )
     common.require_positive(
         "student", epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
@@ -48,11 +66,15 @@ def student_config(params: dict) -> StudentConfig:
     return config
 
 
-def split_data(frame, split_name: str, task: Task, with_teacher: bool) -> StudentData:
+def split_data(
+    frame, split_name: str, task: Task, with_teacher: bool, with_tags: bool = False
+) -> StudentData:
     part = frame[frame["split"] == split_name]
     data = StudentData(part["path"].tolist(), data_access.targets(part, task))
     if with_teacher:
         data.teacher_output, data.teacher_feature = data_access.teacher_knowledge(part["image_id"].tolist())
+    if with_tags:
+        data.tags = data_access.tags(part)
     return data
 
 
@@ -62,8 +84,9 @@ def main(_argv: list[str]) -> None:
     task = data_access.task_from_params(params)
     ranks, device = distributed.start(common.device_from_env())
     frame = data_access.labels_with_split()
-    train = split_data(frame, "train", task, with_teacher=True)
-    val = split_data(frame, "val", task, with_teacher=False)
+    with_tags = config.semantic != "none"
+    train = split_data(frame, "train", task, with_teacher=True, with_tags=with_tags)
+    val = split_data(frame, "val", task, with_teacher=False, with_tags=with_tags)
     feature_dim = train.teacher_feature.shape[1]
     model, preprocess, weights_source, history = train_student(
         config,
