@@ -148,3 +148,60 @@ def test_distiller_on_rows_read_from_disk_equals_the_in_memory_one(tmp_path):
     np.testing.assert_allclose(
         streamed, predict_output(in_memory, features.astype(np.float32)), rtol=1e-5, atol=1e-6
     )
+
+
+def test_student_on_knowledge_read_from_disk_equals_the_in_memory_one(tiny_demo, tmp_path):
+    """The student stage leaves its teacher knowledge on disk (float32 rows, read item by item): the same
+    weights and curves as with the knowledge in memory, shuffled control included."""
+    from iaakd.checkpoints import fingerprint
+    from iaakd.data.ava import AvaLayout, load_ava
+    from iaakd.feature_rows import VectorRows, build_row_matrix
+    from iaakd.features import PartWriter, make_table
+    from iaakd.student import KDConfig, StudentConfig, StudentData, train_student
+
+    labels, _ = load_ava(AvaLayout(tiny_demo), tiny_demo)
+    votes = np.stack(labels["votes"].to_numpy()).astype(np.float32)
+    distributions = votes / votes.sum(axis=1, keepdims=True)
+    paths = [str(tiny_demo / path) for path in labels["path"]]
+    rng = np.random.default_rng(0)
+    teacher_output = rng.dirichlet(np.ones(10), size=len(paths)).astype(np.float32)
+    teacher_feature = rng.normal(size=(len(paths), 8)).astype(np.float32)
+    ids = labels["image_id"].tolist()
+    writer = PartWriter(tmp_path / "teacher")
+    for start in range(0, len(ids), 20):  # parts in reverse row order: the join is on image_id
+        rows = slice(start, start + 20)
+        writer.write(
+            make_table(
+                {
+                    "image_id": ids[rows][::-1],
+                    "teacher_output": teacher_output[rows][::-1],
+                    "teacher_feature": teacher_feature[rows][::-1],
+                },
+                {},
+            )
+        )
+    writer.commit()
+    train_ids = ids[:32]
+    matrix = build_row_matrix(
+        [(tmp_path / "teacher", "teacher_output"), (tmp_path / "teacher", "teacher_feature")],
+        train_ids,
+        tmp_path / "work",
+        np.float32,
+        "knowledge",
+    )
+    on_disk = (VectorRows(matrix, 0, 10), VectorRows(matrix, 10, 18))
+    np.testing.assert_array_equal(on_disk[1].to_numpy(), teacher_feature[:32])  # float32, exact
+    np.testing.assert_array_equal(on_disk[0][5], teacher_output[5])
+    assert on_disk[1].shape == (32, 8) and on_disk[1][np.array([3, 1])].to_numpy().shape == (2, 8)
+    assert fingerprint({}, on_disk[1]) != fingerprint({}, on_disk[1][np.arange(32)[::-1]])
+
+    val = StudentData(paths[32:], distributions[32:])
+    for shuffle in (False, True):
+        config = StudentConfig(
+            weights="random", input_size=32, epochs=2, batch_size=8, kd=KDConfig(shuffle=shuffle)
+        )
+        memory = StudentData(paths[:32], distributions[:32], teacher_output[:32], teacher_feature[:32])
+        disk = StudentData(paths[:32], distributions[:32], *on_disk)
+        from_memory = train_student(config, memory, val, feature_dim=8, progress=False)
+        from_disk = train_student(config, disk, val, feature_dim=8, progress=False)
+        assert from_memory[3].rows == from_disk[3].rows and state_equal(from_memory[0], from_disk[0])

@@ -19,11 +19,14 @@ import torch
 
 
 def fingerprint(config: dict, *arrays: np.ndarray | list | None) -> str:
-    """A short hash of a configuration and the data a run sees (arrays, or lists such as image paths)."""
+    """A short hash of a configuration and the data a run sees (arrays, rows on disk, or lists such as
+    image paths)."""
     digest = hashlib.blake2b(json.dumps(config, sort_keys=True, default=str).encode(), digest_size=8)
     for array in arrays:
         if array is None:
             digest.update(b"none")
+        elif hasattr(array, "identity"):  # rows left on disk (iaakd.feature_rows.VectorRows)
+            digest.update(array.identity().encode())
         elif isinstance(array, np.ndarray):
             digest.update(str((array.shape, array.dtype)).encode())
             digest.update(np.ascontiguousarray(array).tobytes())

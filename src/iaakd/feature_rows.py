@@ -1,9 +1,11 @@
-"""Teacher input features read a batch at a time, so memory does not grow with the number of images.
+"""Rows of per-image vectors read a batch (or an item) at a time, so memory does not grow with the number
+of images.
 
 The MLSP features of all backbones are concatenated once into a float16 row matrix on disk (one row per
-image, 46,848 bytes for the paper's 23,424 dimensions), built part by part from the parquet folders.
-Training and export then read rows with positioned reads: no memory map, whose touched pages would
-count against the process's resident memory and grow with the file.
+image, 46,848 bytes for the paper's 23,424 dimensions), built part by part from the parquet folders; the
+student's teacher knowledge (output and f_t) becomes a float32 one the same way. Training and export then
+read rows with positioned reads: no memory map, whose touched pages would count against the process's
+resident memory and grow with the file.
 """
 
 from __future__ import annotations
@@ -40,15 +42,18 @@ class ArrayRows:
 
 
 class FeatureMatrix:
-    """A (rows, dim) float16 matrix in a raw file; :meth:`read` returns float32 rows in the order asked."""
+    """A (rows, dim) float16 (or float32) matrix in a raw file; :meth:`read` returns float32 rows in the
+    order asked."""
 
-    def __init__(self, path: Path, rows: int, dim: int, image_ids: list[str] | None = None) -> None:
-        self.path, self.rows, self.dim = Path(path), rows, dim
+    def __init__(
+        self, path: Path, rows: int, dim: int, image_ids: list[str] | None = None, dtype=np.float16
+    ) -> None:
+        self.path, self.rows, self.dim, self.dtype = Path(path), rows, dim, np.dtype(dtype)
         self.image_ids = pd.Index(image_ids) if image_ids is not None else None
-        expected = rows * dim * 2
+        self.row_bytes = dim * self.dtype.itemsize
+        expected = rows * self.row_bytes
         if not self.path.is_file() or self.path.stat().st_size != expected:
-            raise UserError(f"{self.path}: expected a {rows} x {dim} float16 matrix ({expected} bytes)")
-        self.row_bytes = dim * 2
+            raise UserError(f"{self.path}: expected a {rows} x {dim} {self.dtype} matrix ({expected} bytes)")
 
     def __len__(self) -> int:
         return self.rows
@@ -65,8 +70,8 @@ class FeatureMatrix:
         order = np.argsort(rows, kind="stable")
         sorted_rows = rows[order]
         # Runs of consecutive rows are read with one call, straight into place (evaluation and export
-        # read whole ranges); one float16 buffer and its float32 copy are all the memory a read takes.
-        buffer = np.empty((len(rows), self.dim), dtype=np.float16)
+        # read whole ranges); one buffer and its float32 copy are all the memory a read takes.
+        buffer = np.empty((len(rows), self.dim), dtype=self.dtype)
         breaks = np.flatnonzero(np.diff(sorted_rows) != 1) + 1
         with open(self.path, "rb", buffering=0) as handle:
             start = 0
@@ -93,10 +98,11 @@ class RowSubset:
         return self.source.read(self.rows[np.asarray(rows, dtype=np.int64)])
 
 
-def _fingerprint(folders: list[Path], image_ids: list[str]) -> str:
-    """Cheap identity of the inputs: part files' names, sizes and mtimes, and the row order."""
+def _fingerprint(sources: list[tuple[Path, str]], image_ids: list[str]) -> str:
+    """Cheap identity of the inputs: part files' names, sizes and mtimes, the columns, and the row order."""
     digest = hashlib.blake2b(digest_size=8)
-    for folder in folders:
+    for folder, column in sources:
+        digest.update(column.encode())
         for part in sorted(Path(folder).glob("*.parquet")):
             status = part.stat()
             digest.update(f"{part}:{status.st_size}:{status.st_mtime_ns}".encode())
@@ -108,62 +114,120 @@ READ_ROWS = 512  # rows read from a parquet part at a time: reading whole parts 
 
 
 def _write_rows(
-    handle, batch: pa.RecordBatch, position: pd.Index, found: np.ndarray, row_bytes: int, offset: int
+    handle,
+    batch: pa.RecordBatch,
+    column: str,
+    position: pd.Index,
+    found: np.ndarray,
+    dtype: np.dtype,
+    row_bytes: int,
+    offset: int,
 ) -> None:
-    """Writes one record batch's vectors into their rows of the matrix file, at column ``offset``."""
+    """Writes one record batch's vectors into their rows of the matrix file, from column ``offset``."""
     rows = position.get_indexer(pd.Index(batch.column("image_id").to_pylist()))
-    vectors = vector_column(pa.Table.from_batches([batch]), "feature", np.float16)
+    vectors = vector_column(pa.Table.from_batches([batch]), column, dtype)
     for row, vector in zip(rows, vectors, strict=True):
         if row < 0:
             continue  # an image without labels now: not needed
-        handle.seek(int(row) * row_bytes + offset * 2)
+        handle.seek(int(row) * row_bytes + offset * dtype.itemsize)
         handle.write(vector.tobytes())
         found[row] = True
 
 
-def build_feature_matrix(
-    folders: list[Path], image_ids: list[str], work_dir: Path, progress: bool = False
-) -> tuple[FeatureMatrix, list[dict]]:
-    """The concatenated features of ``folders`` (joined on image_id) for ``image_ids``, in that order,
-    as a row matrix under ``work_dir``; reused while the feature parts and the ids are unchanged.
+def build_row_matrix(
+    sources: list[tuple[Path, str]],
+    image_ids: list[str],
+    work_dir: Path,
+    dtype=np.float16,
+    name: str = "features",
+    progress: bool = False,
+) -> FeatureMatrix:
+    """The vectors of each (parquet folder, column) of ``sources``, side by side and joined on image_id,
+    for ``image_ids`` in that order, as a row matrix ``work_dir/<name>-<fingerprint>``; reused while the
+    parts and the ids are unchanged, and the only one of its name kept there.
 
-    Memory: one parquet part at a time.
+    Memory: 512 rows of one parquet part at a time.
     """
-    for folder in folders:
-        if not Path(folder).is_dir():
-            raise UserError(f"feature folder not found: {folder} (run its extract stage)")
-    metadata = [read_metadata(folder) for folder in folders]
+    dtype = np.dtype(dtype)
     dims = [
-        ds.dataset(str(folder), format="parquet").schema.field("feature").type.list_size for folder in folders
+        ds.dataset(str(folder), format="parquet").schema.field(column).type.list_size
+        for folder, column in sources
     ]
     total_dim = sum(dims)
-    path = work_dir / f"features-{_fingerprint(folders, image_ids)}.f16"
-    if path.is_file() and path.stat().st_size == len(image_ids) * total_dim * 2:
-        return FeatureMatrix(path, len(image_ids), total_dim, image_ids), metadata
+    path = work_dir / f"{name}-{_fingerprint(sources, image_ids)}.{dtype.str[1:]}"
+    if path.is_file() and path.stat().st_size == len(image_ids) * total_dim * dtype.itemsize:
+        return FeatureMatrix(path, len(image_ids), total_dim, image_ids, dtype)
     work_dir.mkdir(parents=True, exist_ok=True)
-    for stale in work_dir.glob("features-*.f16*"):
-        stale.unlink()  # another set of features: it can never be read again
+    for stale in work_dir.glob(f"{name}-*"):
+        stale.unlink()  # other inputs: it can never be read again
     position = pd.Index(image_ids)
     staging = path.with_name(path.name + ".partial")
-    row_bytes = total_dim * 2
-    found = np.zeros((len(folders), len(image_ids)), dtype=bool)
+    row_bytes = total_dim * dtype.itemsize
+    found = np.zeros((len(sources), len(image_ids)), dtype=bool)
     with open(staging, "wb") as handle:
         handle.truncate(len(image_ids) * row_bytes)
         offset = 0
-        for index, (folder, dim) in enumerate(zip(folders, dims, strict=True)):
+        for index, ((folder, column), dim) in enumerate(zip(sources, dims, strict=True)):
             parts = sorted(Path(folder).glob("*.parquet"))
-            for part in tqdm(parts, desc=f"feature matrix {Path(folder).name}", disable=not progress):
-                for batch in pq.ParquetFile(part).iter_batches(READ_ROWS, columns=["image_id", "feature"]):
-                    _write_rows(handle, batch, position, found[index], row_bytes, offset)
+            for part in tqdm(parts, desc=f"{name} {Path(folder).name}", disable=not progress):
+                for batch in pq.ParquetFile(part).iter_batches(READ_ROWS, columns=["image_id", column]):
+                    _write_rows(handle, batch, column, position, found[index], dtype, row_bytes, offset)
             offset += dim
     missing = np.flatnonzero(~found.all(axis=0))
     if len(missing):
         staging.unlink()
         raise UserError(
-            f"no features for {len(missing)} images, for example '{image_ids[missing[0]]}' (rerun extract)"
+            f"no {sources[0][1]} for {len(missing)} images, for example '{image_ids[missing[0]]}'"
+            f" in {sources[0][0]} (rerun the stage that writes it)"
         )
     os.replace(staging, path)
-    return FeatureMatrix(path, len(image_ids), total_dim, image_ids), metadata
+    return FeatureMatrix(path, len(image_ids), total_dim, image_ids, dtype)
+
+
+def build_feature_matrix(
+    folders: list[Path], image_ids: list[str], work_dir: Path, progress: bool = False
+) -> tuple[FeatureMatrix, list[dict]]:
+    """The concatenated MLSP features of ``folders`` for ``image_ids``, in that order, as a float16 row
+    matrix under ``work_dir`` (see :func:`build_row_matrix`), and each folder's metadata."""
+    for folder in folders:
+        if not Path(folder).is_dir():
+            raise UserError(f"feature folder not found: {folder} (run its extract stage)")
+    metadata = [read_metadata(folder) for folder in folders]
+    sources = [(Path(folder), "feature") for folder in folders]
+    return build_row_matrix(sources, image_ids, work_dir, np.float16, "features", progress), metadata
+
+
+class VectorRows:
+    """Columns ``start:stop`` of some rows of a :class:`FeatureMatrix`, indexed like an array: an int
+    reads that one row from disk; an index array gives the rows in that order, still on disk. The student's
+    data loader reads its teacher knowledge through this, one item at a time."""
+
+    def __init__(self, matrix: FeatureMatrix, start: int, stop: int, rows: np.ndarray | None = None) -> None:
+        self.matrix, self.start, self.stop = matrix, start, stop
+        self.rows = np.arange(len(matrix)) if rows is None else np.asarray(rows, dtype=np.int64)
+        self.shape = (len(self.rows), stop - start)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int | np.ndarray):
+        if isinstance(index, int | np.integer):
+            return self.matrix.read([self.rows[index]])[0, self.start : self.stop]
+        return VectorRows(self.matrix, self.start, self.stop, self.rows[np.asarray(index)])
+
+    def to_numpy(self) -> np.ndarray:
+        """Every row in memory (for small data and tests)."""
+        return self.matrix.read(self.rows)[:, self.start : self.stop]
+
+    def identity(self, chunk_rows: int = 4096) -> str:
+        """What a checkpoint fingerprint needs: a hash of the values, in row order, read a chunk at a time
+        (the matrix's name would change with its parts' mtimes, which a `dvc checkout` changes)."""
+        digest = hashlib.blake2b(str(self.shape).encode(), digest_size=8)
+        for start in range(0, len(self.rows), chunk_rows):
+            digest.update(
+                self.matrix.read(self.rows[start : start + chunk_rows])[:, self.start : self.stop].tobytes()
+            )
+        return digest.hexdigest()
 
 
 FeatureRows = ArrayRows | FeatureMatrix | RowSubset

@@ -21,6 +21,7 @@ from iaakd.data.images import Preprocess, load_rgb
 from iaakd.devices import autocast_context
 from iaakd.distributed import SINGLE, Ranks
 from iaakd.errors import UserError
+from iaakd.feature_rows import VectorRows
 from iaakd.losses import student_loss, tag_loss
 from iaakd.metrics import srcc
 from iaakd.models import Student, create_backbone, model_name, normalisation
@@ -69,8 +70,8 @@ class StudentData:
 
     paths: list[str]
     ground_truth: np.ndarray
-    teacher_output: np.ndarray | None = None
-    teacher_feature: np.ndarray | None = None
+    teacher_output: np.ndarray | VectorRows | None = None  # VectorRows: read from disk, item by item
+    teacher_feature: np.ndarray | VectorRows | None = None
     tags: np.ndarray | None = None
 
 

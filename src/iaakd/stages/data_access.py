@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow.dataset as ds
 
 from iaakd.data.labels import two_hot_tags
-from iaakd.feature_rows import FeatureMatrix, build_feature_matrix
+from iaakd.feature_rows import FeatureMatrix, VectorRows, build_feature_matrix, build_row_matrix
 from iaakd.features import read_metadata, read_table, vector_column
 from iaakd.models.heads import NUM_TAGS
 from iaakd.stages import common
@@ -61,6 +62,24 @@ def teacher_knowledge(image_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
             f"{common.TEACHER_DIR}: no teacher knowledge for {len(position[position < 0])} images (rerun `teacher`)"
         )
     return vector_column(table, "teacher_output")[position], vector_column(table, "teacher_feature")[position]
+
+
+def teacher_knowledge_rows(image_ids: list[str]) -> tuple[VectorRows, VectorRows]:
+    """(teacher_output, teacher_feature) for ``image_ids``, like :func:`teacher_knowledge`, but left on
+    disk (a float32 row matrix in .work/knowledge/) and read one image at a time: the student's training
+    set on AVA would hold about 1 GB in memory, in every process."""
+    common.require(common.TEACHER_DIR.is_dir(), f"{common.TEACHER_DIR} not found (run the teacher stage)")
+    matrix = build_row_matrix(
+        [(common.TEACHER_DIR, "teacher_output"), (common.TEACHER_DIR, "teacher_feature")],
+        list(image_ids),
+        common.WORK_DIR / "knowledge",
+        np.float32,
+        "knowledge",
+        progress=common.show_progress(),
+    )
+    output_size = ds.dataset(str(common.TEACHER_DIR), format="parquet").schema.field("teacher_output")
+    output_size = output_size.type.list_size
+    return VectorRows(matrix, 0, output_size), VectorRows(matrix, output_size, matrix.dim)
 
 
 def teacher_input(backbones: list[str]) -> tuple[FeatureMatrix, list[dict]]:

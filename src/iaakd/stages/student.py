@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from iaakd import distributed
@@ -67,12 +68,20 @@ def student_config(params: dict) -> StudentConfig:
 
 
 def split_data(
-    frame, split_name: str, task: Task, with_teacher: bool, with_tags: bool = False
+    frame,
+    split_name: str,
+    task: Task,
+    with_teacher: bool,
+    with_tags: bool = False,
+    knowledge: Callable[[list[str]], tuple] = data_access.teacher_knowledge_rows,
 ) -> StudentData:
+    """The student's data of one split; ``knowledge`` gives (teacher output, teacher feature) rows for image
+    ids: the pipeline's teacher, read from disk item by item, by default; scripts pass a teacher trained
+    on another split or task."""
     part = frame[frame["split"] == split_name]
     data = StudentData(part["path"].tolist(), data_access.targets(part, task))
     if with_teacher:
-        data.teacher_output, data.teacher_feature = data_access.teacher_knowledge(part["image_id"].tolist())
+        data.teacher_output, data.teacher_feature = knowledge(part["image_id"].tolist())
     if with_tags:
         data.tags = data_access.tags(part)
     return data
@@ -85,7 +94,11 @@ def main(_argv: list[str]) -> None:
     ranks, device = distributed.start(common.device_from_env())
     frame = data_access.labels_with_split()
     with_tags = config.semantic != "none"
-    train = split_data(frame, "train", task, with_teacher=True, with_tags=with_tags)
+    if ranks.is_main:  # one process writes the knowledge's row matrix in .work/; the others then find it
+        train = split_data(frame, "train", task, with_teacher=True, with_tags=with_tags)
+    distributed.barrier(ranks)
+    if not ranks.is_main:
+        train = split_data(frame, "train", task, with_teacher=True, with_tags=with_tags)
     val = split_data(frame, "val", task, with_teacher=False, with_tags=with_tags)
     feature_dim = train.teacher_feature.shape[1]
     model, preprocess, weights_source, history = train_student(
