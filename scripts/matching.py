@@ -2,7 +2,7 @@
 space of the concatenated MLSP features (GSF) and in the teacher-feature space (f_t), beside the teacher.
 
 Reads the pipeline's outputs (run `dvc repro` first) and params.yaml's distiller backbones; writes
-results/matching.json; `python scripts/render_results.py` puts the table into the README.
+results/matching.json; `python scripts/report.py` puts the table into the README.
 
     python scripts/matching.py [--out results/matching.json]
 """

@@ -1,7 +1,9 @@
-"""Regenerates the README's result tables from the committed files under results/.
+"""One command from results/*.json to something a person can read: results/REPORT.md (every table, in
+the paper's order, with the command that made it) and its plots in results/plots/, and the README's
+result sections between their markers.
 
-python scripts/render_results.py            # rewrites README.md between the result markers
-python scripts/render_results.py --check    # exits 1 if README.md is out of date
+    python scripts/report.py            # writes results/REPORT.md, results/plots/*.png, README.md
+    python scripts/report.py --check    # exits 1 if README.md or results/REPORT.md is out of date
 """
 
 from __future__ import annotations
@@ -10,12 +12,25 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
 README = Path("README.md")
-KD_RESULTS = Path("results/kd_comparison.json")
-MATCHING_RESULTS = Path("results/matching.json")
-TEACHER_SPREAD_RESULTS = Path("results/teacher_spread.json")
+RESULTS = Path("results")
+REPORT = RESULTS / "REPORT.md"
+PLOTS = RESULTS / "plots"
+KD_RESULTS = RESULTS / "kd_comparison.json"
+MATCHING_RESULTS = RESULTS / "matching.json"
+TEACHER_SPREAD_RESULTS = RESULTS / "teacher_spread.json"
+ABLATION_RESULTS = RESULTS / "ablations.json"
+RETRAINED_RESULTS = RESULTS / "folds_and_outputs.json"
+EVALUATION = Path("metrics/evaluate.json")  # the pipeline's own result (dvc repro)
 ROWS = (
     ("teacher", "teacher (3 backbones at full resolution + distiller)"),
     ("student_kd", "student with KD"),
@@ -29,84 +44,337 @@ def _cell(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+def _metrics(row: dict, keys: tuple[str, ...] = ("srcc", "plcc", "acc")) -> list[str]:
+    return [_cell(row[key]) for key in keys]
+
+
+def _markdown(intro: str, header: list[str], rows: list[list[str]]) -> str:
+    """A line saying what the numbers are, then the table."""
+    lines = [intro, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows])
+
+
+def _unfinished(results: dict) -> str:
+    return "" if results.get("complete") else " **Unfinished run: some rows are missing.**"
+
+
 def kd_table(results: dict) -> str:
     config = results["student_config"]
-    lines = [
-        f"Demo numbers: {results['n_train']} training and {results['n_test']} test images; student "
-        f"`{config['backbone']}` at {config['input_size']}x{config['input_size']}, {config['epochs']} epochs; "
-        f"seeds {', '.join(str(s) for s in results['seeds'])}. Mean over seeds, spread = max - min. "
-        f"Noise ceiling (SRCC of the known latent score against the vote means): {_cell(results['noise_ceiling_srcc'])}.",
-        "",
-        "| model | SRCC | SRCC spread | PLCC | Acc | EMD |",
-        "|---|---|---|---|---|---|",
-    ]
+    rows = []
     for key, label in ROWS:
         if key in results["summary"]:
             summary = results["summary"][key]
             get = lambda name, field="mean", s=summary: s.get(name, {}).get(field)  # noqa: E731
-            lines.append(
-                f"| {label} | {_cell(get('srcc'))} | {_cell(get('srcc', 'spread'))} | {_cell(get('plcc'))} | "
-                f"{_cell(get('acc'))} | {_cell(get('emd'))} |"
-            )
+            rows.append([label, *(_cell(value) for value in (get("srcc"), get("srcc", "spread"),
+                                                             get("plcc"), get("acc"), get("emd")))])  # fmt: skip
         else:
             single = results[key]
-            lines.append(
-                f"| {label} | {_cell(single['srcc'])} | (one run) | {_cell(single['plcc'])} | {_cell(single['acc'])} | {_cell(single['emd'])} |"
+            rows.append(
+                [label, _cell(single["srcc"]), "(one run)", *_metrics(single, ("plcc", "acc", "emd"))]
             )
-    return "\n".join(lines)
+    return _markdown(
+        f"Demo numbers: {results['n_train']} training and {results['n_test']} test images; student "
+        f"`{config['backbone']}` at {config['input_size']}x{config['input_size']}, {config['epochs']} epochs; "
+        f"seeds {', '.join(str(s) for s in results['seeds'])}. Mean over seeds, spread = max - min. "
+        f"Noise ceiling (SRCC of the known latent score against the vote means): {_cell(results['noise_ceiling_srcc'])}.",
+        ["model", "SRCC", "SRCC spread", "PLCC", "Acc", "EMD"],
+        rows,
+    )
 
 
 def matching_table(results: dict) -> str:
-    lines = [
-        f"Demo numbers: {results['n_test']} test images, each scored by its nearest of {results['n_train']} "
-        f"training images (cosine similarity).",
-        "",
-        "| scored by | SRCC | PLCC | Acc |",
-        "|---|---|---|---|",
-    ]
-    for key, label in (
+    labels = (
         ("gsf_matching", f"nearest image in MLSP feature space ({results['gsf_dim']:,} dims)"),
         (
             "teacher_feature_matching",
             f"nearest image in teacher-feature space (f_t, {results['teacher_feature_dim']} dims)",
         ),
         ("teacher", "the teacher (distiller output)"),
-    ):
-        row = results[key]
-        lines.append(f"| {label} | {_cell(row['srcc'])} | {_cell(row['plcc'])} | {_cell(row['acc'])} |")
-    return "\n".join(lines)
+    )
+    return _markdown(
+        f"Demo numbers: {results['n_test']} test images, each scored by its nearest of {results['n_train']} "
+        f"training images (cosine similarity).",
+        ["scored by", "SRCC", "PLCC", "Acc"],
+        [[label, *_metrics(results[key])] for key, label in labels],
+    )
 
 
 def teacher_spread_table(results: dict) -> str:
     srcc = results["srcc"]
-    lines = [
+    return _markdown(
         f"Demo numbers: the distiller trained {len(results['runs'])} times (seeds "
         f"{', '.join(str(run['seed']) for run in results['runs'])}) on the same features, scored on "
         f"{results['n_test']} test images. SRCC mean {_cell(srcc['mean'])}, sd {_cell(srcc['sd'])}, "
         f"range {_cell(srcc['min'])}-{_cell(srcc['max'])}.",
-        "",
-        "| seed | SRCC | PLCC | Acc |",
-        "|---|---|---|---|",
+        ["seed", "SRCC", "PLCC", "Acc"],
+        [[run["seed"], *_metrics(run)] for run in results["runs"]],
+    )
+
+
+def _noise_floor(results: dict) -> str:
+    floor = results.get("noise_floor")
+    if not floor:
+        return "No noise floor yet: run `scripts/kd_comparison.py` for the KD student's spread over seeds."
+    srcc = floor["student_kd_srcc"]
+    return (
+        f"Noise floor: the KD student's SRCC over seeds {', '.join(str(s) for s in floor['seeds'])} "
+        f"spans {_cell(srcc['min'])}-{_cell(srcc['max'])} (spread {_cell(srcc['spread'])}); smaller "
+        "differences between rows are not evidence."
+    )
+
+
+def teacher_backbones_table(results: dict) -> str | None:
+    section = results.get("teacher_backbones")
+    if section is None:
+        return None
+    return _markdown(
+        f"Demo numbers: the distiller (params.yaml's configuration, seed {results['seed']}) on the features "
+        f"of each subset of backbones, {results['n_test']} test images.",
+        ["backbones", "GSF dims", "SRCC", "PLCC", "Acc"],
+        [[" + ".join(row["backbones"]), f"{row['gsf_dim']:,}", *_metrics(row)] for row in section["rows"]],
+    )
+
+
+def ablation_table(results: dict, key: str) -> str | None:
+    """One of the student ablations (Tables V, VI, VII, XII, XIV) from results/ablations.json."""
+    table = results["tables"].get(key)
+    if table is None:
+        return None
+    config = results["student_config"]
+    costs = key == "vii"  # Table VII sets input size against cost
+    return _markdown(
+        f"Demo numbers: one seed ({results['seed']}), student `{config['backbone']}`, epochs: {config['epochs']}, "
+        f"{results['n_test']} test images. {_noise_floor(results)}{_unfinished(results)}",
+        ["student", "SRCC", "PLCC", "Acc", "EMD", *(["GMACs"] if costs else [])],
+        [
+            [row["name"], *_metrics(row, ("srcc", "plcc", "acc", "emd")),
+             *([f"{row['gmacs']:.2f}"] if costs else [])]
+            for row in table["rows"]
+        ],
+    )  # fmt: skip
+
+
+def teacher_student_table(report: dict) -> str:
+    """Table VIII from the pipeline's evaluation: effectiveness against cost."""
+    return _markdown(
+        f"Demo numbers: the pipeline's own models (`dvc repro`), {report['n']} test images.",
+        ["model", "input", "params (M)", "GMACs", "SRCC", "PLCC", "Acc"],
+        [
+            [name, report[name]["gmacs_input"], f"{report[name]['params_m']:.1f}",
+             f"{report[name]['gmacs']:.2f}", *_metrics(report[name])]
+            for name in ("teacher", "student")
+        ],
+    )  # fmt: skip
+
+
+def per_category_table(report: dict) -> str:
+    """Table IX: per category of the test set, membership by AVA's two tags per image."""
+    return _markdown(
+        f"Demo numbers: the pipeline's student and teacher on the test images of each category "
+        f"(an image is in a category when either of its two tags names it), {report['n']} test images.",
+        ["category", "images", "share", "student SRCC", "student PLCC", "student Acc", "teacher SRCC"],
+        [
+            [name, row["n"], f"{row['n'] / report['n']:.1%}", *_metrics(row),
+             _cell(report["per_category_teacher"][name]["srcc"])]
+            for name, row in report["per_category"].items()
+        ],
+    )  # fmt: skip
+
+
+STUDENT_ROWS = (
+    ("teacher", "teacher"),
+    ("student_kd", "student with KD"),
+    ("student_no_kd", "student without KD"),
+)
+
+
+def outputs_table(results: dict) -> str | None:
+    """Table XV: the other output types, each with its own teacher."""
+    if not results["outputs"]:
+        return None
+    return _markdown(
+        'Demo numbers: for each output type the distiller is trained again (BCE against "above the cut-off", '
+        "or MSE against the score), then students with and without its knowledge; one seed. For binary "
+        f'outputs SRCC and PLCC rank by the probability of "high".{_unfinished(results)}',
+        ["output", "model", "SRCC", "PLCC", "Acc"],
+        [
+            [output, label, *_metrics(runs[key])]
+            for output, runs in results["outputs"].items()
+            for key, label in STUDENT_ROWS
+        ],
+    )
+
+
+def folds_table(results: dict) -> str | None:
+    """Fig. 6: teacher and students on disjoint random test sets."""
+    if not results["folds"]:
+        return None
+    rows = [
+        [fold["fold"], *(_cell(fold[key]["srcc"]) for key, _ in STUDENT_ROWS)] for fold in results["folds"]
     ]
+    if "folds_summary" in results:
+        rows.append(["mean", *(_cell(results["folds_summary"][key]["mean"]) for key, _ in STUDENT_ROWS)])
+    return _markdown(
+        f"Demo numbers: {len(results['folds'])} random folds with disjoint test sets of "
+        f"{results['folds'][0]['n_test']} images (the paper: 12 of 20,000); on each, the distiller is trained "
+        f"again and students with and without KD (one seed). KD ahead in "
+        f"{results.get('kd_better_in_folds', 'n/a')} of {len(results['folds'])} folds.{_unfinished(results)}",
+        ["fold", "teacher SRCC", "student with KD", "student without KD"],
+        rows,
+    )
+
+
+@dataclass(frozen=True)
+class Section:
+    """One table of the report: where its numbers come from, the command that made them, how to show them."""
+
+    name: str  # also the README marker: <!-- results:name -->
+    heading: str
+    path: Path
+    command: str
+    make_table: Callable[[dict], str | None]
+
+
+ABLATIONS = "python scripts/ablations.py"
+RETRAINED = "python scripts/folds_and_outputs.py"
+
+
+def _ablation(key: str, heading: str) -> Section:
+    return Section(f"table_{key}", heading, ABLATION_RESULTS, ABLATIONS,
+                   lambda results: ablation_table(results, key))  # fmt: skip
+
+
+SECTIONS = [  # in the paper's order
+    Section("kd_comparison", "The KD comparison, with its controls", KD_RESULTS,
+            "python scripts/kd_comparison.py --seeds 0 1 2", kd_table),
+    Section("teacher_backbones", "Tables I-III: which backbones feed the teacher", ABLATION_RESULTS,
+            ABLATIONS, teacher_backbones_table),
+    Section("matching", "Table IV: matching in feature spaces", MATCHING_RESULTS,
+            "python scripts/matching.py", matching_table),
+    _ablation("v", "Table V: backbone frozen or trainable"),
+    _ablation("vi", "Table VI: the terms of the KD loss"),
+    _ablation("vii", "Table VII: input size (pad and centre-crop vs resize)"),
+    Section("teacher_student", "Table VIII: teacher and student, effectiveness and cost", EVALUATION,
+            "dvc repro", teacher_student_table),
+    Section("per_category", "Table IX: per category, by AVA's two tags", EVALUATION,
+            "dvc repro", per_category_table),
+    _ablation("xii", "Table XII: semantic guidance from AVA's tags"),
+    _ablation("xiv", "Table XIV: mixed loss and mixed label"),
+    Section("outputs", "Table XV: binary classification and score regression", RETRAINED_RESULTS,
+            RETRAINED, outputs_table),
+    Section("folds", "Fig. 6: random folds", RETRAINED_RESULTS, RETRAINED, folds_table),
+    Section("teacher_spread", "Fig. 7: the teacher over training runs", TEACHER_SPREAD_RESULTS,
+            "python scripts/teacher_spread.py --seeds 0 1 2 3 4", teacher_spread_table),
+]  # fmt: skip
+
+
+def tables() -> dict[str, str | None]:
+    """Each section's markdown table, or None where its results are not there yet."""
+    loaded: dict[Path, dict | None] = {}
+    made = {}
+    for section in SECTIONS:
+        if section.path not in loaded:
+            loaded[section.path] = (
+                json.loads(section.path.read_text(encoding="utf-8")) if section.path.is_file() else None
+            )
+        results = loaded[section.path]
+        made[section.name] = None if results is None else section.make_table(results)
+    return made
+
+
+def report(made: dict[str, str | None], plots: list[str]) -> str:
+    lines = [
+        "# Results on the demo",
+        "",
+        "Generated by `python scripts/report.py` from `results/*.json`; do not edit by hand. **Demo numbers**: "
+        "600 synthetic images, three small backbones (EfficientNet-Lite0/1/2) instead of the paper's trio, a "
+        "reduced protocol (one seed per ablation, the KD comparison's spread as the noise floor). They show "
+        "that each experiment runs and what it measures, not the paper's values; the README's "
+        '"Reproducing the paper" gives the commands for real AVA.',
+        "",
+    ]
+    for section in SECTIONS:
+        made_by = "" if section.command == "dvc repro" else " (after `dvc repro`)"
+        lines += [f"## {section.heading}", "", f"Made by `{section.command}`{made_by}.", ""]
+        lines += [made[section.name] or "Not run yet.", ""]
+        if section.name in plots:
+            lines += [f"![{section.heading}](plots/{section.name}.png)", ""]
     lines += [
-        f"| {run['seed']} | {_cell(run['srcc'])} | {_cell(run['plcc'])} | {_cell(run['acc'])} |"
-        for run in results["runs"]
+        "## Not reproduced",
+        "",
+        "Fig. 10 needs the authors' hand-made subject masks; CUHK-PQ cannot be obtained offline. Tables X "
+        "and XI compare with published methods and other student backbones (ResNet18/50), whose weights "
+        'are not available offline here: on AVA they are DVC experiments (README, "Reproducing the paper").',
+        "",
     ]
     return "\n".join(lines)
 
 
-TABLES = {
-    "kd_comparison": (KD_RESULTS, kd_table),
-    "matching": (MATCHING_RESULTS, matching_table),
-    "teacher_spread": (TEACHER_SPREAD_RESULTS, teacher_spread_table),
-}
+def plot_srcc(
+    name: str, rows: list[tuple[str, list[float]]], title: str, reference: dict[str, float]
+) -> None:
+    """SRCC per row, one dot per run, and reference lines (teacher, constant predictor)."""
+    PLOTS.mkdir(parents=True, exist_ok=True)
+    figure, axis = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.6))
+    for position, (_, values) in enumerate(rows):
+        axis.scatter(values, [position] * len(values), color="C0", zorder=3)
+        axis.plot([min(values), max(values)], [position, position], color="C0", alpha=0.5)
+    reference = {label: value for label, value in reference.items() if value is not None}
+    for index, (label, value) in enumerate(reference.items()):
+        axis.axvline(value, color=f"C{index + 1}", linestyle="--", label=label)
+    axis.set_yticks(range(len(rows)), [label for label, _ in rows])
+    axis.invert_yaxis()
+    axis.set(xlabel="test SRCC", title=title)
+    axis.grid(alpha=0.3)
+    if reference:
+        axis.legend(loc="lower right", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(PLOTS / f"{name}.png", dpi=100, metadata={"Software": None})
+    plt.close(figure)
 
 
-def render(readme: str) -> str:
-    for name, (path, make_table) in TABLES.items():
-        if not path.is_file():
+def plots() -> list[str]:
+    """The report's figures; returns the names of the sections that have one."""
+    made = []
+    if KD_RESULTS.is_file():
+        results = json.loads(KD_RESULTS.read_text(encoding="utf-8"))
+        rows = [
+            (label, [run["srcc"] for run in results["runs"][key]])
+            for key, label in ROWS
+            if key in results["runs"]
+        ]
+        reference = {
+            "teacher": results["teacher"]["srcc"],
+            "constant predictor": results["constant_predictor"]["srcc"],
+        }
+        plot_srcc("kd_comparison", rows, "KD comparison (demo): one dot per seed", reference)
+        made.append("kd_comparison")
+    if TEACHER_SPREAD_RESULTS.is_file():
+        results = json.loads(TEACHER_SPREAD_RESULTS.read_text(encoding="utf-8"))
+        rows = [(f"seed {run['seed']}", [run["srcc"]]) for run in results["runs"]]
+        plot_srcc(
+            "teacher_spread", rows, "Fig. 7 (demo): the teacher over runs", {"mean": results["srcc"]["mean"]}
+        )
+        made.append("teacher_spread")
+    if RETRAINED_RESULTS.is_file():
+        results = json.loads(RETRAINED_RESULTS.read_text(encoding="utf-8"))
+        if results["folds"]:
+            rows = [(label, [fold[key]["srcc"] for fold in results["folds"]]) for key, label in STUDENT_ROWS]
+            plot_srcc("folds", rows, "Fig. 6 (demo): one dot per fold", {})
+            made.append("folds")
+    if ABLATION_RESULTS.is_file():
+        results = json.loads(ABLATION_RESULTS.read_text(encoding="utf-8"))
+        for key, table in results["tables"].items():
+            rows = [(row["name"], [row["srcc"]]) for row in table["rows"]]
+            plot_srcc(f"table_{key}", rows, f"{table['title']} (demo, one seed)", {})
+            made.append(f"table_{key}")
+    return made
+
+
+def render(readme: str, made: dict[str, str | None]) -> str:
+    for name, table in made.items():
+        if table is None:
             continue
-        table = make_table(json.loads(path.read_text()))
         pattern = re.compile(rf"(<!-- results:{name} -->\n).*?(\n<!-- /results:{name} -->)", re.S)
         readme = pattern.sub(lambda m, table=table: m.group(1) + table + m.group(2), readme)
     return readme
@@ -118,11 +386,17 @@ def main() -> None:
     )
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args()
-    current = README.read_text(encoding="utf-8")
-    updated = render(current)
+    made = tables()
+    plot_names = [section.name for section in SECTIONS if (PLOTS / f"{section.name}.png").is_file()]
     if args.check:
-        sys.exit(0 if updated == current else 1)
-    README.write_text(updated, encoding="utf-8")
+        current = README.read_text(encoding="utf-8")
+        report_current = REPORT.read_text(encoding="utf-8") if REPORT.is_file() else ""
+        sys.exit(0 if render(current, made) == current and report(made, plot_names) == report_current else 1)
+    plot_names = plots()
+    if README.is_file():
+        README.write_text(render(README.read_text(encoding="utf-8"), made), encoding="utf-8")
+    REPORT.write_text(report(made, plot_names), encoding="utf-8")
+    print(f"wrote {REPORT}, {len(plot_names)} plots in {PLOTS}, and README.md's result sections")
 
 
 if __name__ == "__main__":

@@ -380,7 +380,7 @@ def test_result_scripts_run_on_the_pipeline_outputs_and_render(tiny_repo, tmp_pa
     """scripts/kd_comparison.py, matching.py and teacher_spread.py (one or two seeds, one or two epochs),
     and the README tables they feed."""
     sys.path.insert(0, str(REPO_ROOT / "scripts"))
-    from render_results import kd_table, matching_table, teacher_spread_table
+    from report import kd_table, matching_table, teacher_spread_table
 
     results = run_script(tiny_repo, "kd_comparison.py", tmp_path / "kd.json", "--seeds", "0", "--epochs", "1")
     assert set(results["summary"]) == {"student_kd", "student_no_kd", "student_kd_shuffled"}
@@ -399,3 +399,83 @@ def test_result_scripts_run_on_the_pipeline_outputs_and_render(tiny_repo, tmp_pa
     )
     assert [run["seed"] for run in spread["runs"]] == [0, 1] and spread["srcc"]["sd"] is not None
     assert "| 1 |" in teacher_spread_table(spread)
+
+
+# What the smoke test changes in README's "Reproducing the paper" commands: the paper's models become small
+# ones with packaged weights; the folds, the input sizes (the tiny demo's images are at most 320 px) and the
+# seed counts shrink to fit 48 images and a test's time. Every command is otherwise run as written.
+PAPER_TO_TINY = {
+    "--seeds 0 1 2 3 4": "--seeds 0 1",
+    "--seeds 0 1 2": "--seeds 0",
+    "--pad-size 800 --crop-size 640": "--pad-size 320 --crop-size 256",
+    "student.input_size=640 -S student.pad_size=800": "student.input_size=256 -S student.pad_size=320",
+    "resnext101_32x8d.fb_swsl_ig1b_ft_in1k": "tf_efficientnet_lite0.in1k",
+    "resnext101_32x48d.fb_wsl_ig1b_ft_in1k": "tf_efficientnet_lite1.in1k",
+    "resnetv2_152x4_bit.goog_in21k_ft_in1k": "tf_efficientnet_lite2.in1k",
+    "resnet50.tv_in1k": "tf_efficientnet_lite1.in1k",
+    "resnet18.tv_in1k": "tf_efficientnet_lite2.in1k",
+    "$(seq 0 11)": "$(seq 0 1)",
+    "split.test_size=20000": "split.test_size=4",
+    "--folds 12 --test-size 20000": "--folds 2 --test-size 4",
+}
+TINY_TRIO = [
+    "tf_efficientnet_lite0.in1k",
+    "tf_efficientnet_lite1.in1k",
+    "tf_efficientnet_lite2.in1k",
+]
+
+
+def reproduction_commands() -> str:
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"<!-- commands:paper -->\n```sh\n(.*?)```\n<!-- /commands:paper -->", readme, re.S)
+    assert block, "README.md has no <!-- commands:paper --> block"
+    commands = block.group(1)
+    for paper, tiny in PAPER_TO_TINY.items():
+        assert paper in commands, f"{paper} is no longer in the README's commands: update PAPER_TO_TINY"
+        commands = commands.replace(paper, tiny)
+    return commands
+
+
+def test_every_reproduction_command_runs_on_a_tiny_demo(tmp_path):
+    """README "Reproducing the paper": the whole command block, as a script, on a 48-image demo with the
+    paper's trio replaced by three small backbones and one epoch of training."""
+    commands = reproduction_commands()
+    repo = make_repo(
+        tmp_path / "repo",
+        {**TINY, ("features", "backbones"): TINY_TRIO, ("distiller", "backbones"): TINY_TRIO},
+    )
+    for folder in ("scripts", "presets"):
+        shutil.copytree(REPO_ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    run(repo, "dvc", "repro")
+    commit = ("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "-m", "baseline")
+    run(repo, "git", "add", "-A")
+    run(repo, *commit)
+    (repo / "reproduce.sh").write_text("set -euo pipefail\n" + commands)
+    run(repo, "bash", "reproduce.sh")
+
+    experiments = set(run(repo, "dvc", "exp", "list", "--name-only").stdout.split())
+    expected = set(re.findall(r"exp -n ([\w$-]+)", commands))
+    expected = {name.replace("$fold", str(fold)) for name in expected for fold in (0, 1)}
+    assert expected <= experiments, f"not in dvc exp show: {sorted(expected - experiments)}"
+    ablations = json.loads((repo / "results" / "ablations.json").read_text())
+    assert ablations["complete"] and set(ablations["tables"]) == {"v", "vi", "vii", "xii", "xiv"}
+    assert len(ablations["teacher_backbones"]["rows"]) == 7  # every subset of the three backbones
+    retrained = json.loads((repo / "results" / "folds_and_outputs.json").read_text())
+    assert (
+        retrained["complete"]
+        and len(retrained["folds"]) == 2
+        and set(retrained["outputs"]) == {"binary", "score"}
+    )
+    report = (repo / "results" / "REPORT.md").read_text()
+    for heading in (
+        "Tables I-III",
+        "Table IV",
+        "Table VII",
+        "Table IX",
+        "Table XII",
+        "Table XV",
+        "Fig. 6",
+        "Fig. 7",
+    ):
+        assert f"## {heading}" in report
+    assert "Not run yet" not in report and "Unfinished" not in report
