@@ -17,7 +17,6 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-import numpy as np
 from experiment import DistillerRuns, Pipeline, StudentRuns, write_results
 
 from iaakd.data.splits import SplitConfig, make_split
@@ -64,16 +63,6 @@ def main() -> None:
         folded = pipeline.with_split(make_split(pipeline.frame["image_id"], config))
         results["folds"].append({"fold": fold, **teacher_and_students(folded, args.epochs)})
         write_results(args.out, results)  # what is done so far survives an interrupted run
-    srcc = {
-        name: np.array([fold[name]["srcc"] for fold in results["folds"]], dtype=float)
-        for name in ("teacher", "student_kd", "student_no_kd")
-    }
-    if args.folds:
-        results["folds_summary"] = {
-            name: {"mean": values.mean(), "min": values.min(), "max": values.max()}
-            for name, values in srcc.items()
-        }
-        results["kd_better_in_folds"] = int((srcc["student_kd"] > srcc["student_no_kd"]).sum())
     for output in args.outputs:
         print(f"--- output {output}", flush=True)
         results["outputs"][output] = teacher_and_students(pipeline.with_output(output), args.epochs)

@@ -141,10 +141,12 @@ def build_row_matrix(
     dtype=np.float16,
     name: str = "features",
     progress: bool = False,
+    rerun: str = "extract",
 ) -> FeatureMatrix:
     """The vectors of each (parquet folder, column) of ``sources``, side by side and joined on image_id,
     for ``image_ids`` in that order, as a row matrix ``work_dir/<name>-<fingerprint>``; reused while the
-    parts and the ids are unchanged, and the only one of its name kept there.
+    parts and the ids are unchanged, and the only one of its name kept there. An id without a vector is
+    an error naming the stage to ``rerun``.
 
     Memory: 512 rows of one parquet part at a time.
     """
@@ -177,8 +179,7 @@ def build_row_matrix(
     if len(missing):
         staging.unlink()
         raise UserError(
-            f"no {sources[0][1]} for {len(missing)} images, for example '{image_ids[missing[0]]}'"
-            f" in {sources[0][0]} (rerun the stage that writes it)"
+            f"no {name} for {len(missing)} images, for example '{image_ids[missing[0]]}' (rerun {rerun})"
         )
     os.replace(staging, path)
     return FeatureMatrix(path, len(image_ids), total_dim, image_ids, dtype)

@@ -76,6 +76,7 @@ def teacher_knowledge_rows(image_ids: list[str]) -> tuple[VectorRows, VectorRows
         np.float32,
         "knowledge",
         progress=common.show_progress(),
+        rerun="teacher",
     )
     output_size = ds.dataset(str(common.TEACHER_DIR), format="parquet").schema.field("teacher_output")
     output_size = output_size.type.list_size
