@@ -56,7 +56,11 @@ def _markdown(intro: str, header: list[str], rows: list[list[str]]) -> str:
 
 
 def _unfinished(results: dict) -> str:
-    return "" if results.get("complete") else " **Unfinished run: some rows are missing.**"
+    return (
+        ""
+        if results.get("complete")
+        else " **From a run that did not finish: some tables or rows are not there yet.**"
+    )
 
 
 def kd_table(results: dict) -> str:

@@ -478,4 +478,4 @@ def test_every_reproduction_command_runs_on_a_tiny_demo(tmp_path):
         "Fig. 7",
     ):
         assert f"## {heading}" in report
-    assert "Not run yet" not in report and "Unfinished" not in report
+    assert "Not run yet" not in report and "did not finish" not in report
