@@ -68,7 +68,7 @@ class Pipeline:
 
     @property
     def has_tags(self) -> bool:
-        return bool((self.frame[["tag1", "tag2"]] > 0).any(axis=None))
+        return data_access.has_tags(self.frame)
 
     def test_metrics(self, output: np.ndarray, with_ci: bool = True) -> dict:
         test = self.part("test")

