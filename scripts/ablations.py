@@ -13,6 +13,9 @@ spread over seeds (results/kd_comparison.json). Run `dvc repro` first; writes re
 `python scripts/report.py` turns it into tables.
 
     python scripts/ablations.py [--tables i_iii v vi vii xii xiv] [--epochs N] [--crop-size 640 --pad-size 800]
+
+A table already in results/ablations.json from the same configurations and pipeline outputs is kept, so an
+interrupted run goes on where it stopped; `--fresh` trains every table again.
 """
 
 from __future__ import annotations
@@ -23,7 +26,16 @@ import itertools
 import json
 from pathlib import Path
 
-from experiment import DistillerRuns, Pipeline, StudentRuns, with_overrides, write_results
+from experiment import (
+    DistillerRuns,
+    Pipeline,
+    StudentRuns,
+    distiller_base,
+    earlier_results,
+    pipeline_inputs,
+    with_overrides,
+    write_results,
+)
 
 NO_KD = {"kd": {"enabled": False}}
 
@@ -98,6 +110,7 @@ def main() -> None:
     )
     parser.add_argument("--crop-size", type=int, default=None, help="Table VII; default: 0.8 x the pad size")
     parser.add_argument("--out", type=Path, default=Path("results/ablations.json"))
+    parser.add_argument("--fresh", action="store_true", help="train every table again")
     args = parser.parse_args()
 
     pipeline = Pipeline.load()
@@ -108,46 +121,78 @@ def main() -> None:
     unknown = set(args.tables) - set(tables) - {"i_iii"}
     if unknown:
         parser.error(f"unknown tables {sorted(unknown)}; known: i_iii {' '.join(tables)}")
+    signature = {
+        "inputs": pipeline_inputs(),
+        "student": dataclasses.asdict(students.base),
+        "distiller": dataclasses.asdict(distiller_base(pipeline.params, args.epochs)),
+        "pad_size": pad,
+        "crop_size": crop,
+    }
+    earlier = earlier_results(args.out, signature, args.fresh)
     results: dict = {
         "n_test": len(students.test),
         "seed": students.base.seed,
         "student_config": dataclasses.asdict(students.base),
         "noise_floor": noise_floor(args.out.parent / "kd_comparison.json"),
-        "tables": {},
-        "complete": False,  # true once every table asked for is done
+        "signature": signature,
+        "tables": dict(earlier.get("tables", {})),
+        "complete": False,  # true once every table is there
     }
+    if "teacher_backbones" in earlier:
+        results["teacher_backbones"] = earlier["teacher_backbones"]
+    kept = [key for key in args.tables if _has_table(results, key)]
+    if kept:
+        print(f"--- kept from {args.out}: tables {' '.join(kept)}", flush=True)
 
-    if "i_iii" in args.tables:
-        distillers = DistillerRuns(pipeline, args.epochs)
-        rows = []
-        for count in range(1, len(distillers.backbones) + 1):
-            for subset in itertools.combinations(distillers.backbones, count):
-                print(f"--- teacher from {' + '.join(subset)}", flush=True)
-                rows.append({"backbones": list(subset), **distillers.run(list(subset), distillers.base.seed)})
-        results["teacher_backbones"] = {
-            "title": "Tables I-III: which backbones feed the teacher",
-            "rows": rows,
-        }
+    if "i_iii" in args.tables and not _has_table(results, "i_iii"):
+        results["teacher_backbones"] = teacher_backbone_table(DistillerRuns(pipeline, args.epochs))
+        write_results(args.out, results)
 
     trained: dict[str, dict] = {}  # a configuration shared by several tables is trained once
-    for key in (key for key in tables if key in args.tables):
+    for table in results["tables"].values():
+        for row in table["rows"]:
+            trained.setdefault(_identity(students.base, row["overrides"]), _metrics_of(row))
+    for key in (key for key in tables if key in args.tables and not _has_table(results, key)):
         title, variants = tables[key]
         if key == "xii" and not pipeline.has_tags:
             print("--- Table XII skipped: the labels have no semantic tags", flush=True)
             continue
         rows = []
         for name, overrides in variants:
-            config = with_overrides(students.base, overrides)
-            identity = json.dumps(dataclasses.asdict(config), sort_keys=True)
+            identity = _identity(students.base, overrides)
             if identity not in trained:
                 print(f"--- {title}: {name}", flush=True)
-                trained[identity] = students.run(config)
+                trained[identity] = students.run(with_overrides(students.base, overrides))
             rows.append({"name": name, "overrides": overrides, **trained[identity]})
         results["tables"][key] = {"title": title, "rows": rows}
         write_results(args.out, results)  # what is done so far survives an interrupted run
-    results["complete"] = True
+    every_table = ["i_iii", *(key for key in tables if key != "xii" or pipeline.has_tags)]
+    results["complete"] = all(_has_table(results, key) for key in every_table)
     write_results(args.out, results)
-    print(f"wrote {args.out}: {len(trained)} students")
+    print(f"wrote {args.out}: {len(trained)} students" + ("" if results["complete"] else "; not every table"))
+
+
+def teacher_backbone_table(distillers: DistillerRuns) -> dict:
+    """Tables I-III: a teacher from every non-empty subset of the distiller's backbones."""
+    rows = []
+    for count in range(1, len(distillers.backbones) + 1):
+        for subset in itertools.combinations(distillers.backbones, count):
+            print(f"--- teacher from {' + '.join(subset)}", flush=True)
+            rows.append({"backbones": list(subset), **distillers.run(list(subset), distillers.base.seed)})
+    return {"title": "Tables I-III: which backbones feed the teacher", "rows": rows}
+
+
+def _has_table(results: dict, key: str) -> bool:
+    return "teacher_backbones" in results if key == "i_iii" else key in results["tables"]
+
+
+def _identity(base, overrides: dict) -> str:
+    """One string per student configuration, whichever table's row asks for it."""
+    return json.dumps(dataclasses.asdict(with_overrides(base, overrides)), sort_keys=True)
+
+
+def _metrics_of(row: dict) -> dict:
+    return {key: value for key, value in row.items() if key not in ("name", "overrides")}
 
 
 if __name__ == "__main__":

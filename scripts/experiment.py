@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from iaakd.costs import gmacs
 from iaakd.feature_rows import RowSubset
@@ -29,6 +30,38 @@ def write_results(path: Path, results: dict) -> None:
     results = {**results, "provenance": common.provenance()}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(round_floats(results), indent=2) + "\n", encoding="utf-8")
+
+
+# The stages whose outputs the scripts read (dvc.lock names, foreach stages by their prefix)
+INPUT_STAGES = ("dataset", "split", "extract", "teacher")
+
+
+def pipeline_inputs(lock: Path = Path("dvc.lock")) -> dict[str, str]:
+    """The md5 of every data output the scripts read, from dvc.lock: results made from other data differ."""
+    if not lock.is_file():
+        return {}
+    stages = yaml.safe_load(lock.read_text(encoding="utf-8")).get("stages", {})
+    return {
+        out["path"]: out["md5"]
+        for name, stage in sorted(stages.items())
+        if name.split("@")[0] in INPUT_STAGES
+        for out in stage.get("outs", [])
+        if not out["path"].startswith("metrics/")
+    }
+
+
+def earlier_results(path: Path, signature: dict, fresh: bool = False) -> dict:
+    """What an earlier, possibly interrupted run wrote to ``path``, when it was made with the same
+    ``signature`` (configurations and pipeline inputs); otherwise, or with ``fresh``, nothing."""
+    if fresh or not path.is_file():
+        return {}
+    earlier = json.loads(path.read_text(encoding="utf-8"))
+    if earlier.get("signature") != json.loads(json.dumps(round_floats(signature))):
+        print(
+            f"{path}: made with another configuration or other pipeline outputs; starting again", flush=True
+        )
+        return {}
+    return earlier
 
 
 def with_overrides(config, overrides: dict):
@@ -79,6 +112,19 @@ class Pipeline:
         return metrics
 
 
+def student_base(params: dict, epochs: int | None = None) -> StudentConfig:
+    """params.yaml's student configuration, with ``epochs`` when given (smoke tests)."""
+    config = student_config(params)
+    return dataclasses.replace(config, epochs=epochs) if epochs else config
+
+
+def distiller_base(params: dict, epochs: int | None = None) -> DistillerConfig:
+    """params.yaml's distiller configuration, with ``epochs`` when given (smoke tests)."""
+    section = common.section(params, "distiller")
+    config = common.build_config(DistillerConfig, section, "distiller", ignore=("backbones",))
+    return dataclasses.replace(config, epochs=epochs) if epochs else config
+
+
 class StudentRuns:
     """Trains students that differ from params.yaml's only where asked, on the pipeline's teacher knowledge."""
 
@@ -89,9 +135,7 @@ class StudentRuns:
         knowledge: Knowledge = data_access.teacher_knowledge_rows,
     ) -> None:
         self.pipeline = pipeline
-        self.base: StudentConfig = student_config(pipeline.params)
-        if epochs:
-            self.base = dataclasses.replace(self.base, epochs=epochs)
+        self.base = student_base(pipeline.params, epochs)
         frame, task, tags = pipeline.frame, pipeline.task, pipeline.has_tags
         self.train = split_data(frame, "train", task, with_teacher=True, with_tags=tags, knowledge=knowledge)
         self.val = split_data(frame, "val", task, with_teacher=False, with_tags=tags)
@@ -131,11 +175,8 @@ class DistillerRuns:
 
     def __init__(self, pipeline: Pipeline, epochs: int | None = None) -> None:
         self.pipeline = pipeline
-        section = common.section(pipeline.params, "distiller")
-        self.backbones: list[str] = section["backbones"]
-        self.base = common.build_config(DistillerConfig, section, "distiller", ignore=("backbones",))
-        if epochs:
-            self.base = dataclasses.replace(self.base, epochs=epochs)
+        self.backbones: list[str] = common.section(pipeline.params, "distiller")["backbones"]
+        self.base = distiller_base(pipeline.params, epochs)
         self.targets = data_access.targets(pipeline.frame, pipeline.task)
         self.masks = {name: (pipeline.frame["split"] == name).to_numpy() for name in ("train", "val", "test")}
 

@@ -401,6 +401,34 @@ def test_result_scripts_run_on_the_pipeline_outputs_and_render(tiny_repo, tmp_pa
     assert "| 1 |" in teacher_spread_table(spread)
 
 
+def test_ablations_go_on_where_an_earlier_run_stopped(tiny_repo, tmp_path):
+    """A second run keeps the tables already written from the same configuration and trains only the rest;
+    a student that two tables share is trained once; another configuration starts again."""
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    from experiment import earlier_results
+
+    out = tmp_path / "ablations.json"
+    first = run_script(tiny_repo, "ablations.py", out, "--tables", "xiv", "--epochs", "1")
+    assert set(first["tables"]) == {"xiv"} and not first["complete"]
+
+    second = run(
+        tiny_repo, sys.executable, str(REPO_ROOT / "scripts" / "ablations.py"),
+        "--tables", "xiv", "vi", "--epochs", "1", "--out", str(out),
+    )  # fmt: skip
+    assert "kept from" in second.stdout and "tables xiv" in second.stdout
+    trained = re.findall(r"^--- Table (\w+):", second.stdout, re.M)
+    assert trained == ["VI"] * 3, second.stdout  # Eq. 7's row comes from Table XIV's
+    merged = json.loads(out.read_text())
+    assert merged["tables"]["xiv"] == first["tables"]["xiv"]
+    eq7 = {key: value for key, value in merged["tables"]["vi"]["rows"][-1].items() if key != "name"}
+    assert eq7 == {key: value for key, value in first["tables"]["xiv"]["rows"][0].items() if key != "name"}
+
+    assert earlier_results(out, merged["signature"])["tables"] == merged["tables"]
+    other_epochs = {**merged["signature"], "student": {**merged["signature"]["student"], "epochs": 2}}
+    assert earlier_results(out, other_epochs) == {}
+    assert earlier_results(out, merged["signature"], fresh=True) == {}
+
+
 # What the smoke test changes in README's "Reproducing the paper" commands: the paper's models become small
 # ones with packaged weights; the folds, the input sizes (the tiny demo's images are at most 320 px) and the
 # seed counts shrink to fit 48 images and a test's time. Every command is otherwise run as written.
