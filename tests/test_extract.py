@@ -5,9 +5,17 @@ import numpy as np
 import pyarrow.dataset as ds
 import pytest
 import torch
+from torch.utils.data import default_collate
 
 from iaakd.data.ava import AvaLayout, load_ava
-from iaakd.extract import ExtractConfig, Extractor, extract_to_parts, plan_parts
+from iaakd.extract import (
+    ExtractConfig,
+    Extractor,
+    extract_features,
+    extract_to_parts,
+    loader_dataset,
+    plan_parts,
+)
 from iaakd.features import PartWriter, vector_column
 
 
@@ -67,3 +75,22 @@ def test_interrupted_extraction_resumes_from_its_parts_and_equals_an_uninterrupt
     ids, resumed = features_of(tmp_path / "resumed")
     assert len(ids) == 48 and (ids == reference_ids).all()
     np.testing.assert_array_equal(resumed, reference)
+
+
+def test_streamed_features_are_the_models_own_batch_by_batch(extraction):
+    """Batch k is handed over once batch k+1 is queued (its copy to the host overlaps the next batch):
+    every batch still comes out once, in order, equal to the model's own output rounded to float16."""
+    extractor, paths, sizes, _, config, device = extraction
+    batches = [[0, 1, 2, 3], [4, 5], [6, 7, 8, 9], [10]]
+    streamed = list(
+        extract_features(extractor, paths, sizes, config, device, progress=False, batches=batches)
+    )
+    assert [indices.tolist() for indices, _ in streamed] == batches
+
+    dataset, collate = loader_dataset(paths, extractor.preprocess, config)
+    with torch.inference_mode():
+        for batch, (_, features) in zip(batches, streamed, strict=True):
+            images = (collate or default_collate)([dataset[index] for index in batch])[1]
+            expected = extractor.mlsp(extractor.preprocess.normalise(images)).numpy().astype(np.float16)
+            assert features.dtype == np.float16
+            np.testing.assert_array_equal(features, expected)

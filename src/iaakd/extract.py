@@ -64,6 +64,33 @@ class Extractor:
         )
 
 
+@dataclass
+class HostCopy:
+    """One batch's float16 features on their way to the host. On a GPU the copy is asynchronous, into
+    pinned memory, so collecting batch k after batch k+1 is queued keeps the device busy between batches
+    (no synchronisation per batch); on the CPU it is the tensor itself."""
+
+    indices: torch.Tensor
+    host: torch.Tensor
+    done: torch.cuda.Event | None = None
+
+    @classmethod
+    def start(cls, indices: torch.Tensor, features: torch.Tensor) -> HostCopy:
+        if features.device.type != "cuda":
+            return cls(indices, features)
+        host = torch.empty(features.shape, dtype=features.dtype, pin_memory=True)
+        host.copy_(features, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return cls(indices, host, done)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """(row indices, float16 features), once the copy has finished."""
+        if self.done is not None:
+            self.done.synchronize()
+        return self.indices.numpy(), self.host.numpy()
+
+
 def loader_dataset(
     paths: Sequence[str], preprocess: Preprocess, config: ExtractConfig
 ) -> tuple[Dataset, Callable | None]:
@@ -131,6 +158,7 @@ def extract_features(
             disable=not progress,
         ) as bar,
     ):
+        in_flight: HostCopy | None = None  # the batch before: its copy to the host overlaps this batch
         for indices, *payload in loader:
             images = decode_on_device(*payload, device) if config.decode == "gpu" else payload[0]
             images = extractor.preprocess.normalise(images.to(device, non_blocking=True))
@@ -138,8 +166,14 @@ def extract_features(
                 images = images.contiguous(memory_format=torch.channels_last)
             with autocast_context(device, config.precision):
                 pooled = extractor.mlsp(images)
-            yield indices.numpy(), pooled.float().cpu().numpy().astype(np.float16)
-            bar.update(len(indices))
+            queued = HostCopy.start(indices, pooled.float().half())
+            if in_flight is not None:  # the device already has this batch's work: now wait for the last
+                yield in_flight.result()
+                bar.update(len(in_flight.indices))
+            in_flight = queued
+        if in_flight is not None:
+            yield in_flight.result()
+            bar.update(len(in_flight.indices))
 
 
 def extract_to_parts(
