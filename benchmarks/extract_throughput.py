@@ -107,18 +107,9 @@ def full_path(
 ) -> float:
     """Images per second of the stage's own path: decode, forward, MLSP pooling, float16, parquet parts."""
     ids = np.array([Path(p).stem for p in paths])
-    warm_up = [same_size_batches(sizes, config.batch_size)[0][0]]
-    for shape_batch in same_size_batches(sizes, config.batch_size * len(paths)):
-        warm_up.append(shape_batch[0])  # one image of every shape: kernel selection, worker start
-    for _ in extract_features(
-        extractor,
-        [paths[i] for i in warm_up],
-        [sizes[i] for i in warm_up],
-        config,
-        device,
-        workers,
-        progress=False,
-    ):
+    # Warm-up as for the bare forward: one untimed pass over the same batches, so kernel selection for
+    # every batch shape (cudnn.benchmark, oneDNN) is outside the timing in both.
+    for _ in extract_features(extractor, paths, sizes, config, device, workers, progress=False):
         pass
     synchronise(device)
     start = time.perf_counter()
