@@ -2,7 +2,9 @@
 ``train_step``) against bare ``train_step`` calls on the same batch shapes already on the device, in one run.
 
 Target (issue 4): the loop at least 0.8 x the bare step (the loader keeps up). Runs without DVC, random
-weights by name, synthetic AVA-like JPEGs (long side 800 px) and random teacher knowledge:
+weights by name, synthetic AVA-like JPEGs (long side 800 px) and random teacher knowledge. Also prints the
+loader alone with full decoding and with ``student.jpeg_draft`` (JPEGs decoded at a reduced scale), side
+by side; ``--jpeg-draft`` runs the loop itself with draft decoding:
 
     PYTHONPATH=src python benchmarks/student_throughput.py --device cuda --backbone resnext101_32x8d --precision bf16
 """
@@ -10,6 +12,7 @@ weights by name, synthetic AVA-like JPEGs (long side 800 px) and random teacher 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
@@ -25,6 +28,18 @@ from iaakd.student import KDConfig, StudentConfig, StudentData, _TargetDataset, 
 FEATURE_DIM = 1024
 
 
+def loader_images_per_second(dataset, batch_size: int, workers: int, passes: int = 5) -> float:
+    """Images per second of the data loader alone (decode, resize, knowledge), after one warm-up pass."""
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, persistent_workers=workers > 0)
+    for _ in loader:
+        pass
+    start = time.perf_counter()
+    for _ in range(passes):
+        for _ in loader:
+            pass
+    return passes * len(dataset) / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -36,6 +51,7 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--jpeg-draft", action="store_true", help="the loop decodes JPEGs in draft mode")
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -47,6 +63,7 @@ def main() -> None:
         input_size=args.input_size,
         batch_size=args.batch_size,
         precision=args.precision,
+        jpeg_draft=args.jpeg_draft,
         kd=KDConfig(enabled=True),
     )
     model, preprocess, _ = build_student(config, FEATURE_DIM)
@@ -86,6 +103,14 @@ def main() -> None:
             synchronise(device)
             return steps * args.batch_size / (time.perf_counter() - start)
 
+        loader_alone = {
+            way: loader_images_per_second(
+                _TargetDataset(data, dataclasses.replace(preprocess, jpeg_draft=way == "jpeg_draft")),
+                args.batch_size,
+                args.workers,
+            )
+            for way in ("full_decode", "jpeg_draft")
+        }
         # Bare: the same steps on batches already on the device; then the loop as the stage runs it.
         bare = images_per_second([[part.to(device) for part in batch] for batch in loader])
         full = images_per_second(loader)
@@ -100,6 +125,9 @@ def main() -> None:
         "bare_step_img_per_s": round(bare, 2),
         "loop_img_per_s": round(full, 2),
         "ratio": round(full / bare, 3),
+        "jpeg_draft": args.jpeg_draft,
+        "loader_alone_img_per_s": {way: round(value, 2) for way, value in loader_alone.items()},
+        "loader_draft_speedup": round(loader_alone["jpeg_draft"] / loader_alone["full_decode"], 2),
         "torch": torch.__version__,
     }
     print(json.dumps(result))

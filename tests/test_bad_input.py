@@ -106,6 +106,11 @@ def base_params() -> dict:
         ),
         (
             "student",
+            {"student": {"input_mode": "pad_crop", "jpeg_draft": True}},
+            "student.jpeg_draft=true works with student.input_mode=resize only (pad_crop keeps the pixels' scale)",
+        ),
+        (
+            "student",
             {"student": {"semantic": "both"}},
             "student.semantic='both' is not one of none, input, target",
         ),

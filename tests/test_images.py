@@ -35,3 +35,44 @@ def test_normalise_on_device_matches_the_float_formula():
     assert preprocess.normalise(batch).flatten().tolist() == pytest.approx(
         [-1.0, 1.0, 128 / 255 * 2 - 1], abs=1e-6
     )
+
+
+def smooth_jpeg(path, size=(800, 600)) -> None:
+    """A photo-like JPEG: a smooth colour field with grain, at quality 90."""
+    rng = np.random.default_rng(0)
+    coarse = rng.integers(0, 255, (size[1] // 40 + 1, size[0] // 40 + 1, 3), dtype=np.uint8)
+    field = np.asarray(Image.fromarray(coarse).resize(size, Image.Resampling.BICUBIC), dtype=np.int16)
+    grain = rng.integers(-12, 13, (size[1], size[0], 1), dtype=np.int16)
+    Image.fromarray(np.clip(field + grain, 0, 255).astype(np.uint8)).save(path, quality=90)
+
+
+def test_draft_decoding_scales_jpegs_down_but_never_below_the_input_size(tmp_path):
+    """800 x 600 for a 128 input: 1/4 scale (200 x 150), not 1/8 (100 x 75, smaller than 128); the network
+    input is within a few grey levels of a full decode's, not equal to it; other formats decode in full."""
+    path = tmp_path / "photo.jpg"
+    smooth_jpeg(path)
+    assert load_rgb(path).size == (800, 600)
+    assert load_rgb(path, (128, 128)).size == (200, 150)
+    assert load_rgb(path, (300, 300)).size == (400, 300)
+
+    full = Preprocess((0, 0, 0), (1, 1, 1), size=128).load(path)
+    draft = Preprocess((0, 0, 0), (1, 1, 1), size=128, jpeg_draft=True).load(path)
+    assert draft.shape == full.shape == (3, 128, 128)
+    difference = (draft.float() - full.float()).abs().mean().item()
+    assert 0 < difference < 4, difference
+
+    png = tmp_path / "photo.png"
+    Image.open(path).save(png)
+    assert torch.equal(Preprocess((0, 0, 0), (1, 1, 1), size=128, jpeg_draft=True).load(png),
+                       Preprocess((0, 0, 0), (1, 1, 1), size=128).load(png))  # fmt: skip
+
+
+def test_draft_decoding_is_stored_with_the_preprocessing_and_needs_a_resize():
+    preprocess = Preprocess((0.5, 0.5, 0.5), (0.2, 0.2, 0.2), size=300, jpeg_draft=True)
+    assert Preprocess.from_dict(preprocess.as_dict()) == preprocess
+    earlier = {key: value for key, value in preprocess.as_dict().items() if key != "jpeg_draft"}
+    assert not Preprocess.from_dict(earlier).jpeg_draft  # checkpoints from before decoded in full
+    with pytest.raises(ValueError, match="jpeg_draft needs mode 'resize'"):
+        Preprocess((0, 0, 0), (1, 1, 1), size=256, mode="pad_crop", pad_size=320, jpeg_draft=True)
+    with pytest.raises(ValueError, match="jpeg_draft needs mode 'resize'"):
+        Preprocess((0, 0, 0), (1, 1, 1), jpeg_draft=True)  # full resolution

@@ -35,6 +35,11 @@ def student_config(params: dict) -> StudentConfig:
         " (pad_crop cuts input_size out of the padded square)",
     )
     common.require(
+        not config.jpeg_draft or config.input_mode == "resize",
+        "params: student.jpeg_draft=true works with student.input_mode=resize only"
+        " (pad_crop keeps the pixels' scale)",
+    )
+    common.require(
         config.semantic in SEMANTIC_MODES,
         f"params: student.semantic='{config.semantic}' is not one of {', '.join(SEMANTIC_MODES)}",
     )
