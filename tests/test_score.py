@@ -47,6 +47,7 @@ def test_checkpoint_describes_itself_and_reloads_identically(trained_student):
         "resize_filter": "bilinear",
         "mode": "resize",
         "pad_size": None,
+        "jpeg_draft": False,
     }
     assert saved["weights_source"]["source"] == "packaged"
     assert saved["head"] == {"to_feature": [1280, 16], "output": [16, 10], "semantic": "none"}
