@@ -101,7 +101,7 @@ def main() -> None:
         write_results(args.out, results)
     results["complete"] = len(results["folds"]) == args.folds and set(OUTPUTS) <= set(results["outputs"])
     write_results(args.out, results)
-    print(f"wrote {args.out}" + ("" if results["complete"] else "; not every output type"))
+    print(f"wrote {args.out}" + ("" if results["complete"] else "; not every fold and output type yet"))
 
 
 if __name__ == "__main__":
