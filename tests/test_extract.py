@@ -1,5 +1,7 @@
 """Resumable extraction: parts finished before an interruption are kept outside DVC's outputs and not
-computed again; the result equals an uninterrupted run's."""
+computed again; the result equals an uninterrupted run's. Batches are prepared ahead in a thread."""
+
+import threading
 
 import numpy as np
 import pyarrow.dataset as ds
@@ -15,6 +17,7 @@ from iaakd.extract import (
     extract_to_parts,
     loader_dataset,
     plan_parts,
+    prepared_ahead,
 )
 from iaakd.features import PartWriter, vector_column
 
@@ -94,3 +97,43 @@ def test_streamed_features_are_the_models_own_batch_by_batch(extraction):
             expected = extractor.mlsp(extractor.preprocess.normalise(images)).numpy().astype(np.float16)
             assert features.dtype == np.float16
             np.testing.assert_array_equal(features, expected)
+
+
+def _preparing_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == "prepare-batches"]
+
+
+def test_batches_prepared_ahead_come_in_order_and_errors_reach_the_consumer():
+    """The thread that decodes and normalises ahead changes neither the order nor the values; an error
+    in it (a corrupt image in the loader, say) is raised in the consumer, and no thread is left behind."""
+    batches = [(torch.tensor([i]), torch.full((2,), float(i))) for i in range(7)]
+    prepared = list(prepared_ahead(batches, lambda images: images * 10, torch.device("cpu")))
+    assert [indices.item() for indices, _ in prepared] == list(range(7))
+    assert [images.tolist() for _, images in prepared] == [[10.0 * i] * 2 for i in range(7)]
+
+    def loader_that_fails():
+        yield torch.tensor([0]), torch.zeros(2)
+        raise ValueError("corrupt.jpg: cannot identify image file")
+
+    stream = prepared_ahead(loader_that_fails(), lambda images: images, torch.device("cpu"))
+    assert next(stream)[0].item() == 0
+    with pytest.raises(ValueError, match="corrupt.jpg"):
+        next(stream)
+    assert not _preparing_threads()
+
+
+def test_closing_the_stream_early_stops_the_thread_that_prepares_ahead():
+    """A consumer that stops after two batches (a part written, an error in the writer) must not leave
+    the thread blocked on a full queue, still holding the loader's workers."""
+    pulled = []
+
+    def endless():
+        for i in range(10_000):
+            pulled.append(i)
+            yield torch.tensor([i]), torch.zeros(1)
+
+    stream = prepared_ahead(endless(), lambda images: images, torch.device("cpu"), depth=2)
+    assert [next(stream)[0].item() for _ in range(2)] == [0, 1]
+    stream.close()
+    assert not _preparing_threads()
+    assert len(pulled) <= 5  # two consumed, at most two waiting in the queue, one in the thread's hands

@@ -55,15 +55,6 @@ def barrier(ranks: Ranks) -> None:
         dist.barrier()
 
 
-def all_ok(ranks: Ranks, ok: bool) -> bool:
-    """True when every rank says ``ok``: a rank that failed makes the others stop too, not hang."""
-    if not ranks.distributed:
-        return ok
-    flag = torch.tensor([1 if ok else 0], dtype=torch.int64)
-    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    return bool(flag.item())
-
-
 def mean_over_ranks(value: torch.Tensor, ranks: Ranks) -> float:
     """The mean of a scalar over all ranks (each rank's own value when alone)."""
     if ranks.distributed:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import contextlib
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -91,6 +95,62 @@ class HostCopy:
         return self.indices.numpy(), self.host.numpy()
 
 
+_END = object()
+
+
+def prepared_ahead(
+    batches: Iterable, prepare: Callable[..., torch.Tensor], device: torch.device, depth: int = 2
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yields (indices, prepare(*payload)) for each (indices, *payload) of ``batches``, prepared by a
+    background thread up to ``depth`` batches ahead. On a GPU the thread has its own CUDA stream, so
+    decoding (nvJPEG) and normalising batch k+1 overlap the forward pass of batch k, on the host and on
+    the device; the consumer's stream waits for each batch before using it. An error in the thread
+    (a corrupt image, say) is raised here, in the consumer."""
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    side_stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+
+    def hand_over(item) -> bool:
+        while not stop.is_set():
+            with contextlib.suppress(queue.Full):
+                ready.put(item, timeout=0.1)
+                return True
+        return False
+
+    def produce() -> None:
+        try:
+            on_stream = torch.cuda.stream(side_stream) if side_stream else contextlib.nullcontext()
+            with torch.inference_mode(), on_stream:
+                for indices, *payload in batches:
+                    images = prepare(*payload)
+                    done = None
+                    if side_stream is not None:
+                        done = torch.cuda.Event()
+                        done.record(side_stream)
+                    if not hand_over((indices, images, done)):
+                        return
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer, which raises it
+            hand_over(error)
+            return
+        hand_over(_END)
+
+    thread = threading.Thread(target=produce, name="prepare-batches", daemon=True)
+    thread.start()
+    try:
+        while (item := ready.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            indices, images, done = item
+            if done is not None:
+                consumer = torch.cuda.current_stream(device)
+                consumer.wait_event(done)
+                images.record_stream(consumer)  # its memory is not reused before this stream is done
+            yield indices, images
+    finally:
+        stop.set()
+        thread.join()
+
+
 def loader_dataset(
     paths: Sequence[str], preprocess: Preprocess, config: ExtractConfig
 ) -> tuple[Dataset, Callable | None]:
@@ -159,11 +219,7 @@ def extract_features(
         ) as bar,
     ):
         in_flight: HostCopy | None = None  # the batch before: its copy to the host overlaps this batch
-        for indices, *payload in loader:
-            images = decode_on_device(*payload, device) if config.decode == "gpu" else payload[0]
-            images = extractor.preprocess.normalise(images.to(device, non_blocking=True))
-            if extractor.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
+        for indices, images in prepared_ahead(loader, partial(_prepare, extractor, config, device), device):
             with autocast_context(device, config.precision):
                 pooled = extractor.mlsp(images)
             queued = HostCopy.start(indices, pooled.float().half())
@@ -174,6 +230,16 @@ def extract_features(
         if in_flight is not None:
             yield in_flight.result()
             bar.update(len(in_flight.indices))
+
+
+def _prepare(extractor: Extractor, config: ExtractConfig, device: torch.device, *payload) -> torch.Tensor:
+    """A loader batch as the network's input on the device: decoded (gpu decode), normalised, and in the
+    model's memory format."""
+    images = decode_on_device(*payload, device) if config.decode == "gpu" else payload[0]
+    images = extractor.preprocess.normalise(images.to(device, non_blocking=True))
+    if extractor.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images
 
 
 def extract_to_parts(

@@ -3,6 +3,7 @@ paper's pad-then-centre-crop (Table VII)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,8 +77,7 @@ class Preprocess:
 
     def normalise(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 (N, 3, H, W) on any device to the float input the weights expect."""
-        mean = torch.tensor(self.mean, device=batch.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=batch.device).view(1, 3, 1, 1)
+        mean, std = channel_statistics(tuple(self.mean), tuple(self.std), batch.device)
         return (batch.float() / 255.0 - mean) / std
 
     def as_dict(self) -> dict:
@@ -104,6 +104,19 @@ class Preprocess:
             pad_size=values.get("pad_size"),
             jpeg_draft=values.get("jpeg_draft", False),
         )
+
+
+@functools.cache
+def channel_statistics(
+    mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std as (1, 3, 1, 1) float32 tensors on ``device``, made once per device: building a tensor
+    from Python numbers on a GPU is a synchronous copy, which once per batch would keep the host from
+    queueing the next batch's work while the device still runs this one."""
+    return (
+        torch.tensor(mean, device=device).view(1, 3, 1, 1),
+        torch.tensor(std, device=device).view(1, 3, 1, 1),
+    )
 
 
 def pad_and_centre_crop(
