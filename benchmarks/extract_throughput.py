@@ -7,7 +7,9 @@ Runs without DVC and without weights (random weights, asked for by name) on synt
     PYTHONPATH=src python benchmarks/extract_throughput.py --device cuda --backbone resnext101_32x8d --precision bf16
 
 Prints absolute images per second of both, their ratio (target: at least 0.9), the batch shapes, and
-the feature files' bytes per dimension per image (target: at most 2.1).
+the feature files' bytes per dimension per image (target: at most 2.1). ``--cycles`` lists every file that
+many times, so that a GPU run is long enough for the loader's workers to reach their steady state (a real
+AVA run is hundreds of times longer than one pass over a few hundred images).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from torch.utils.data import DataLoader
 
 from iaakd.data.images import ImageDataset, same_size_batches
 from iaakd.devices import autocast_context
-from iaakd.extract import ExtractConfig, Extractor, extract_features, extract_to_parts, loader_dataset
+from iaakd.extract import ExtractConfig, Extractor, extract_to_parts, loader_dataset
 from iaakd.features import PartWriter
 
 AVA_LIKE_SIZES = ((800, 600), (600, 800), (800, 533), (533, 800), (800, 800))
@@ -55,9 +57,10 @@ def synchronise(device: torch.device) -> None:
 
 
 def bare_forward(
-    extractor: Extractor, paths, sizes, config: ExtractConfig, device: torch.device, repeats: int
+    extractor: Extractor, paths, sizes, config: ExtractConfig, device: torch.device, passes: int
 ) -> float:
-    """Images per second of model(x) alone: batches decoded and moved to the device beforehand."""
+    """Images per second of model(x) alone: batches decoded and moved to the device beforehand, then
+    ``passes`` timed passes over them."""
     dataset = ImageDataset(paths, extractor.preprocess)
     batches = [
         extractor.preprocess.normalise(torch.stack([dataset[i][1] for i in batch]).to(device))
@@ -77,11 +80,11 @@ def bare_forward(
             model(batch)  # warm-up: every batch shape once (kernel selection)
         synchronise(device)
         start = time.perf_counter()
-        for _ in range(repeats):
+        for _ in range(passes):
             for batch in batches:
                 model(batch)
         synchronise(device)
-    return repeats * len(paths) / (time.perf_counter() - start)
+    return passes * len(paths) / (time.perf_counter() - start)
 
 
 def loader_only(extractor: Extractor, paths, sizes, config: ExtractConfig, workers: int) -> float:
@@ -104,14 +107,22 @@ def full_path(
     workers: int,
     out: Path,
     repeats: int,
+    cycles: int,
 ) -> float:
-    """Images per second of the stage's own path: decode, forward, MLSP pooling, float16, parquet parts."""
+    """Images per second of the stage's own path: decode, forward, MLSP pooling, float16, parquet parts,
+    over every file listed ``cycles`` times, ``repeats`` times."""
+    # Warm-up as for the bare forward: one untimed pass over the same batch shapes, so kernel selection
+    # for every batch shape (cudnn.benchmark, oneDNN) is outside the timing in both. It writes each file
+    # once, into the parts that bytes per dimension are measured on (repeated rows would compress).
+    writer = PartWriter(out / "warm-up")
     ids = np.array([Path(p).stem for p in paths])
-    # Warm-up as for the bare forward: one untimed pass over the same batches, so kernel selection for
-    # every batch shape (cudnn.benchmark, oneDNN) is outside the timing in both.
-    for _ in extract_features(extractor, paths, sizes, config, device, workers, progress=False):
-        pass
+    extract_to_parts(
+        extractor, paths, sizes, ids, config, device, writer, {"benchmark": True}, workers, False
+    )
+    writer.commit()
     synchronise(device)
+    paths, sizes = paths * cycles, sizes * cycles
+    ids = np.array([f"{Path(p).stem}_{i}" for i, p in enumerate(paths)])
     start = time.perf_counter()
     for repeat in range(repeats):
         writer = PartWriter(out / f"run{repeat}")
@@ -135,6 +146,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--cycles", type=int, default=1, help="times each file is listed in a timed pass")
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -151,12 +163,12 @@ def main() -> None:
         tmp = Path(tmp)
         (tmp / "images").mkdir()
         paths, sizes = make_jpegs(tmp / "images", args.images)
-        bare = bare_forward(extractor, paths, sizes, config, device, args.repeats)
-        loader = loader_only(extractor, paths, sizes, config, args.workers)
+        bare = bare_forward(extractor, paths, sizes, config, device, args.repeats * args.cycles)
+        loader = loader_only(extractor, paths * args.cycles, sizes * args.cycles, config, args.workers)
         full = full_path(
-            extractor, paths, sizes, config, device, args.workers, tmp / "features", args.repeats
+            extractor, paths, sizes, config, device, args.workers, tmp / "features", args.repeats, args.cycles
         )
-        feature_bytes = sum(p.stat().st_size for p in (tmp / "features" / "run0").iterdir())
+        feature_bytes = sum(p.stat().st_size for p in (tmp / "features" / "warm-up").iterdir())
     shapes = sorted(
         {f"{len(b)}x3x{sizes[b[0]][1]}x{sizes[b[0]][0]}" for b in same_size_batches(sizes, args.batch_size)}
     )
@@ -168,6 +180,7 @@ def main() -> None:
         "decode": args.decode,
         "workers": args.workers,
         "images": args.images,
+        "cycles": args.cycles,
         "batch_shapes": shapes,
         "bare_forward_img_per_s": round(bare, 2),
         "loader_only_img_per_s": round(loader, 2),
@@ -178,7 +191,7 @@ def main() -> None:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
     }
-    print(json.dumps(result, indent=2))
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
