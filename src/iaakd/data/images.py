@@ -183,7 +183,7 @@ class EncodedImageDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[int, torch.Tensor, int]:
         content = Path(self.paths[index]).read_bytes()
         if content[:2] != JPEG_MAGIC:
-            return index, Preprocess((0, 0, 0), (1, 1, 1))(load_rgb(self.paths[index])), 1
+            return index, Preprocess((0, 0, 0), (1, 1, 1)).load(self.paths[index]), 1
         return index, torch.frombuffer(bytearray(content), dtype=torch.uint8), _orientation(self.paths[index])
 
 
