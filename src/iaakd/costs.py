@@ -8,6 +8,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from iaakd.models import MLSP, count_parameters
+from iaakd.models.backbones import any_size_kwargs
 
 
 def gmacs(model: nn.Module, input_shape: tuple[int, ...]) -> float:
@@ -28,6 +29,6 @@ def gmacs(model: nn.Module, input_shape: tuple[int, ...]) -> float:
 def backbone_costs(name: str, height: int, width: int, mlsp: bool = True) -> tuple[float, float]:
     """(million parameters, GMACs per image at height x width) of a timm model, without weights."""
     with torch.device("meta"):
-        model = timm.create_model(name, pretrained=False, num_classes=0)
+        model = timm.create_model(name, pretrained=False, num_classes=0, **any_size_kwargs(name))
     wrapped = MLSP(model) if mlsp else model
     return count_parameters(model) / 1e6, gmacs(wrapped, (1, 3, height, width))

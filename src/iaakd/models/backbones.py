@@ -73,7 +73,8 @@ def resolve_name(name: str) -> str:
     return tags[0]  # timm's default tag comes first
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file, read in blocks of 1 MiB."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -161,15 +162,30 @@ def _load_weights(model: nn.Module, path: Path, keep_classifier: bool) -> None:
         ) from error
 
 
+# timm modules whose models are ViT-style (models/mlsp.py pools them by tokens); their classes take
+# dynamic_img_size and dynamic_img_pad.
+TOKEN_MODEL_MODULES = ("vision_transformer", "vision_transformer_hybrid", "deit", "eva", "vitamin")
+
+
+def any_size_kwargs(full_name: str) -> dict[str, bool]:
+    """The timm arguments that let ``full_name`` take images of any size: for ViT-style models, a dynamic
+    image size (position embeddings interpolated to the patch grid) and padding to a multiple of the
+    patch size; nothing for CNNs, which take any size already."""
+    if timm_registry.is_model_in_modules(full_name, TOKEN_MODEL_MODULES):
+        return {"dynamic_img_size": True, "dynamic_img_pad": True}
+    return {}
+
+
 def create_backbone(
     name: str, weights: str = "auto", num_classes: int | None = None
 ) -> tuple[nn.Module, WeightsInfo]:
     """A timm model by full name with resolved weights.
 
     ``num_classes=None`` keeps the ImageNet classifier; ``0`` removes it (the model returns pooled features).
+    ViT-style models take images of any size (:func:`any_size_kwargs`).
     """
     full_name = resolve_name(name)
-    kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    kwargs = any_size_kwargs(full_name) | ({} if num_classes is None else {"num_classes": num_classes})
     model = timm.create_model(full_name, pretrained=False, **kwargs)
     keep_classifier = num_classes is None
     if weights == "random":
@@ -179,14 +195,14 @@ def create_backbone(
         if not path.is_file():
             raise UserError(f"weights file not found: {weights}")
         _load_weights(model, path, keep_classifier)
-        return model, WeightsInfo(source="file", path=str(path), sha256=_file_sha256(path))
+        return model, WeightsInfo(source="file", path=str(path), sha256=file_sha256(path))
     for source, path in (
         ("packaged", _packaged_weights_path(full_name)),
         ("hf-cache", _hf_cache_path(model)),
     ):
         if path is not None:
             _load_weights(model, path, keep_classifier)
-            return model, WeightsInfo(source=source, path=path.name, sha256=_file_sha256(path))
+            return model, WeightsInfo(source=source, path=path.name, sha256=file_sha256(path))
     raise UserError(
         f"no pretrained weights for '{full_name}' found offline: pass a weights file path (weights=/path/to/file.pth "
         "or .safetensors), put the model in the Hugging Face cache (HF_HOME), or ask for weights=random by name"
