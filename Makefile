@@ -14,8 +14,10 @@ $(SETUP_STAMP): requirements.txt requirements-dev.txt pyproject.toml
 repro: setup
 	dvc repro
 
-test: setup
+# ruff first (lint and format), then every test; pytest's exit status 5 (no tests collected) fails too.
+test: lint
 	pytest -q
 
 lint: setup
 	ruff check src tests scripts benchmarks
+	ruff format --check src tests scripts benchmarks

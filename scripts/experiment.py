@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,22 +13,28 @@ import pandas as pd
 import yaml
 
 from iaakd.costs import gmacs
+from iaakd.data.tables import Knowledge, PipelineTables, ground_truth, has_tags, tags, targets
 from iaakd.feature_rows import RowSubset
 from iaakd.metrics import bootstrap_srcc_ci, round_floats
-from iaakd.stages import common, data_access
-from iaakd.stages.student import split_data, student_config
+from iaakd.stages import common
+from iaakd.stages.student import student_config
 from iaakd.student import StudentConfig, predict, train_student
 from iaakd.tasks import Task
 from iaakd.teacher import DistillerConfig, iter_knowledge, train_distiller
 
-Knowledge = Callable[[list[str]], tuple[np.ndarray, np.ndarray]]  # image ids -> (teacher output, feature)
+# (device, precision) of every model this process trained: what the results' provenance reports
+RAN: set[tuple[str, str]] = set()
 
 
 def write_results(path: Path, results: dict) -> None:
-    """``results`` with the code's provenance, rounded, as JSON at ``path``."""
-    results = {**results, "provenance": common.provenance()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(round_floats(results), indent=2) + "\n", encoding="utf-8")
+    """``results`` with the code's provenance and the devices and precisions its models were trained
+    with (comma-separated when several; null before any), rounded, as JSON at ``path``. Written
+    atomically: a run killed mid-write leaves the last complete file, which the next run resumes from."""
+    devices = ", ".join(sorted({device for device, _ in RAN})) or None
+    precisions = ", ".join(sorted({precision for _, precision in RAN})) or None
+    common.write_json(
+        path, {**results, "provenance": common.provenance(device=devices, precision=precisions)}
+    )
 
 
 # The stages whose outputs the scripts read (dvc.lock names, foreach stages by their prefix)
@@ -55,7 +60,11 @@ def earlier_results(path: Path, signature: dict, fresh: bool = False) -> dict:
     ``signature`` (configurations and pipeline inputs); otherwise, or with ``fresh``, nothing."""
     if fresh or not path.is_file():
         return {}
-    earlier = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:  # cut short by a kill, before these files were written atomically
+        print(f"{path}: not readable JSON; starting again", flush=True)
+        return {}
     if earlier.get("signature") != json.loads(json.dumps(round_floats(signature))):
         print(
             f"{path}: made with another configuration or other pipeline outputs; starting again", flush=True
@@ -81,11 +90,12 @@ class Pipeline:
     params: dict
     task: Task
     frame: pd.DataFrame  # labels joined with the split
+    tables: PipelineTables
 
     @classmethod
     def load(cls) -> Pipeline:
-        params = common.load_params()
-        return cls(params, data_access.task_from_params(params), data_access.labels_with_split())
+        params, tables = common.load_params(), PipelineTables.at(Path("."), progress=common.show_progress())
+        return cls(params, common.task_from_params(params, tables), tables.labels_with_split(), tables)
 
     def with_split(self, split: pd.DataFrame) -> Pipeline:
         """The same labels under another split (image_id, split)."""
@@ -101,12 +111,12 @@ class Pipeline:
 
     @property
     def has_tags(self) -> bool:
-        return data_access.has_tags(self.frame)
+        return has_tags(self.frame)
 
     def test_metrics(self, output: np.ndarray, with_ci: bool = True) -> dict:
         test = self.part("test")
         score = test["mean_score"].to_numpy()
-        metrics = self.task.metrics(output, score, data_access.ground_truth(test))
+        metrics = self.task.metrics(output, score, ground_truth(test))
         if with_ci:
             metrics["srcc_ci95"] = bootstrap_srcc_ci(self.task.predicted_score(output), score, seed=0)
         return metrics
@@ -132,13 +142,13 @@ class StudentRuns:
         self,
         pipeline: Pipeline,
         epochs: int | None = None,
-        knowledge: Knowledge = data_access.teacher_knowledge_rows,
+        knowledge: Knowledge | None = None,  # None: the pipeline's teacher, read from disk
     ) -> None:
         self.pipeline = pipeline
         self.base = student_base(pipeline.params, epochs)
         frame, task, tags = pipeline.frame, pipeline.task, pipeline.has_tags
-        self.train = split_data(frame, "train", task, with_teacher=True, with_tags=tags, knowledge=knowledge)
-        self.val = split_data(frame, "val", task, with_teacher=False, with_tags=tags)
+        self.train = pipeline.tables.student_data(frame, "train", task, True, tags, knowledge)
+        self.val = pipeline.tables.student_data(frame, "val", task, with_teacher=False, with_tags=tags)
         self.test = pipeline.part("test")
         self.device = common.device_from_env()
 
@@ -159,8 +169,9 @@ class StudentRuns:
             preprocess,
             device=self.device,
             precision=config.precision,
-            tags=data_access.tags(self.test) if config.semantic == "input" else None,
+            tags=tags(self.test) if config.semantic == "input" else None,
         )
+        RAN.add((str(self.device), config.precision))
         size = preprocess.size
         return {
             **self.pipeline.test_metrics(prediction),
@@ -170,6 +181,22 @@ class StudentRuns:
         }
 
 
+def knowledge_rows(
+    position: pd.Index, image_ids: list[str], outputs: np.ndarray, features: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of ``outputs`` and ``features`` (one per id of ``position``) for ``image_ids``; an id
+    that ``position`` lacks is an error naming the first few (``get_indexer`` would give -1, the last
+    row, silently)."""
+    index = position.get_indexer(pd.Index(image_ids))
+    missing = [image_id for image_id, row in zip(image_ids, index, strict=True) if row < 0]
+    if missing:
+        raise common.UserError(
+            f"no teacher knowledge for {len(missing)} of {len(image_ids)} images, for example "
+            f"{', '.join(map(repr, missing[:5]))} (not in this pipeline's labels and split)"
+        )
+    return outputs[index], features[index]
+
+
 class DistillerRuns:
     """Trains distillers on the pipeline's features: params.yaml's configuration, other backbones or seeds."""
 
@@ -177,7 +204,7 @@ class DistillerRuns:
         self.pipeline = pipeline
         self.backbones: list[str] = common.section(pipeline.params, "distiller")["backbones"]
         self.base = distiller_base(pipeline.params, epochs)
-        self.targets = data_access.targets(pipeline.frame, pipeline.task)
+        self.targets = targets(pipeline.frame, pipeline.task)
         self.masks = {name: (pipeline.frame["split"] == name).to_numpy() for name in ("train", "val", "test")}
 
     def run(self, backbones: list[str], seed: int) -> dict:
@@ -187,7 +214,7 @@ class DistillerRuns:
     def teacher(self, backbones: list[str], seed: int) -> tuple[dict, Knowledge]:
         """A distiller trained with ``seed`` on the features of ``backbones``: its test metrics, and its
         knowledge (output, feature) of any labelled image, for training students."""
-        matrix, _ = data_access.teacher_input(backbones)
+        matrix, _ = self.pipeline.tables.teacher_input(backbones)
         frame = self.pipeline.frame
         rows = matrix.row_of(frame["image_id"])
         train, val, test = (self.masks[name] for name in ("train", "val", "test"))
@@ -203,10 +230,10 @@ class DistillerRuns:
         outputs, features = zip(*iter_knowledge(model, RowSubset(matrix, rows)), strict=True)
         every_output, every_feature = np.concatenate(outputs), np.concatenate(features)
         position = pd.Index(frame["image_id"])
+        RAN.add(("cpu", "fp32"))  # the distiller trains on the CPU in float32
 
         def knowledge(image_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-            index = position.get_indexer(pd.Index(image_ids))
-            return every_output[index], every_feature[index]
+            return knowledge_rows(position, image_ids, every_output, every_feature)
 
         metrics = {"gsf_dim": matrix.dim, **self.pipeline.test_metrics(every_output[test], with_ci=False)}
         return metrics, knowledge

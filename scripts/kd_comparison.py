@@ -19,7 +19,6 @@ import numpy as np
 from experiment import Pipeline, StudentRuns, write_results
 
 from iaakd.metrics import round_floats, srcc
-from iaakd.stages import data_access
 from iaakd.student import KDConfig
 
 VARIANTS = {
@@ -55,7 +54,7 @@ def main() -> None:
     pipeline = Pipeline.load()
     students = StudentRuns(pipeline, args.epochs)
     test, train = students.test, students.train
-    teacher_output, _ = data_access.teacher_knowledge(test["image_id"].tolist())
+    teacher_output, _ = pipeline.tables.teacher_knowledge(test["image_id"].tolist())
     constant = np.repeat(train.ground_truth.mean(axis=0, keepdims=True), len(test), axis=0)
     latent = test["latent_score"].to_numpy()
     results = {

@@ -10,13 +10,12 @@ results/matching.json; `python scripts/report.py` puts the table into the README
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from iaakd.data.tables import PipelineTables, ground_truth, targets
 from iaakd.feature_rows import RowSubset
 from iaakd.matching import nearest_neighbours
-from iaakd.metrics import round_floats
-from iaakd.stages import common, data_access
+from iaakd.stages import common
 
 
 def main() -> None:
@@ -27,20 +26,21 @@ def main() -> None:
     args = parser.parse_args()
 
     params = common.load_params()
-    task = data_access.task_from_params(params)
+    tables = PipelineTables.at(Path("."), progress=common.show_progress())
+    task = common.task_from_params(params, tables)
     backbones = common.section(params, "distiller")["backbones"]
-    frame = data_access.labels_with_split()
+    frame = tables.labels_with_split()
     train, test = frame[frame["split"] == "train"], frame[frame["split"] == "test"]
-    train_targets = data_access.targets(train, task)
-    test_score, test_truth = test["mean_score"].to_numpy(), data_access.ground_truth(test)
+    train_targets = targets(train, task)
+    test_score, test_truth = test["mean_score"].to_numpy(), ground_truth(test)
 
-    matrix, _ = data_access.teacher_input(backbones)
+    matrix, _ = tables.teacher_input(backbones)
     gsf = nearest_neighbours(
         RowSubset(matrix, matrix.row_of(train["image_id"])),
         RowSubset(matrix, matrix.row_of(test["image_id"])),
     )
-    _, train_teacher_feature = data_access.teacher_knowledge(train["image_id"].tolist())
-    teacher_output, test_teacher_feature = data_access.teacher_knowledge(test["image_id"].tolist())
+    _, train_teacher_feature = tables.teacher_knowledge(train["image_id"].tolist())
+    teacher_output, test_teacher_feature = tables.teacher_knowledge(test["image_id"].tolist())
     teacher_space = nearest_neighbours(train_teacher_feature, test_teacher_feature)
 
     results = {
@@ -52,10 +52,9 @@ def main() -> None:
         "gsf_matching": task.metrics(train_targets[gsf], test_score, test_truth),
         "teacher_feature_matching": task.metrics(train_targets[teacher_space], test_score, test_truth),
         "teacher": task.metrics(teacher_output, test_score, test_truth),
-        "provenance": common.provenance(),
+        "provenance": common.provenance(device="cpu", precision="fp32"),  # numpy's float32 search
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(round_floats(results), indent=2) + "\n", encoding="utf-8")
+    common.write_json(args.out, results)
     for key in ("gsf_matching", "teacher_feature_matching", "teacher"):
         print(f"{key}: SRCC {results[key]['srcc']}, Acc {results[key]['acc']}")
 

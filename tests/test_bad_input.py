@@ -2,6 +2,7 @@
 sees, and what is kept. (The README names the test of every row.)"""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -129,3 +130,85 @@ def test_bad_params_stop_before_any_work_with_one_line_naming_the_key(tmp_path, 
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [f"error: params: {message}"]
     assert sorted(path.name for path in tmp_path.iterdir()) == ["params.yaml"]  # no work, nothing written
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("gpu0", "IAAKD_DEVICE='gpu0' is not a device; use cpu, cuda, cuda:<index> or mps"),
+        ("meta", "IAAKD_DEVICE='meta' is not a device; use cpu, cuda, cuda:<index> or mps"),
+        ("cpu:3", "IAAKD_DEVICE='cpu:3' is not a device; use cpu, cuda, cuda:<index> or mps"),
+        ("cuda", "IAAKD_DEVICE='cuda': CUDA is not available on this machine; use cpu"),
+        ("cuda:7", "IAAKD_DEVICE='cuda:7': CUDA is not available on this machine; use cpu"),
+    ],
+)
+def test_a_bad_device_variable_is_one_line_naming_it(monkeypatch, value, message):
+    from iaakd.errors import UserError
+    from iaakd.stages import common
+
+    monkeypatch.setattr(common.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("IAAKD_DEVICE", value)
+    with pytest.raises(UserError, match=f"^{re.escape(message)}"):
+        common.device_from_env()
+
+
+def test_a_cuda_index_the_machine_lacks_is_named_with_those_it_has(monkeypatch):
+    from iaakd.errors import UserError
+    from iaakd.stages import common
+
+    monkeypatch.setattr(common.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(common.torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("IAAKD_DEVICE", "cuda:2")
+    with pytest.raises(UserError, match=r"^IAAKD_DEVICE='cuda:2': this machine has cuda:0 to cuda:1$"):
+        common.device_from_env()
+    monkeypatch.setenv("IAAKD_DEVICE", "cuda:1")
+    assert common.device_from_env() == common.torch.device("cuda:1")
+    monkeypatch.setenv("IAAKD_DEVICE", " cpu ")
+    assert common.device_from_env() == common.torch.device("cpu")
+
+
+@pytest.mark.parametrize("value", ["two", "-1", "1.5", "+2"])
+def test_a_bad_worker_count_is_one_line_naming_the_variable(monkeypatch, value):
+    from iaakd.errors import UserError
+    from iaakd.stages import common
+
+    monkeypatch.setenv("IAAKD_NUM_WORKERS", value)
+    with pytest.raises(
+        UserError, match=rf"^IAAKD_NUM_WORKERS='{re.escape(value)}' must be a whole number >= 0"
+    ):
+        common.num_workers_from_env()
+
+
+def test_worker_count_from_the_environment(monkeypatch):
+    from iaakd.stages import common
+
+    monkeypatch.delenv("IAAKD_NUM_WORKERS", raising=False)
+    assert common.num_workers_from_env() == 0
+    monkeypatch.setenv("IAAKD_NUM_WORKERS", "6")
+    assert common.num_workers_from_env() == 6
+
+
+def test_a_stage_with_a_bad_device_variable_exits_with_one_line(tmp_path):
+    params = base_params()
+    env = {**os.environ, "IAAKD_PROGRESS": "0", "IAAKD_DEVICE": "gpu0"}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = subprocess.run(
+        [sys.executable, "-m", "iaakd.stages.extract", "tf_efficientnet_lite0.in1k"],
+        cwd=tmp_path, capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: IAAKD_DEVICE='gpu0' is not a device; use cpu, cuda, cuda:<index> or mps "
+        "(unset: cuda when available, else cpu)"
+    ]
+
+
+def test_provenance_must_be_told_what_ran():
+    """Defaults made every metrics file say cpu / fp32, whatever ran."""
+    from iaakd.stages import common
+
+    with pytest.raises(TypeError):
+        common.provenance()
+    recorded = common.provenance(device="cuda:0", precision="bf16")
+    assert (recorded["device"], recorded["precision"]) == ("cuda:0", "bf16")
+    assert common.provenance(device=None, precision=None)["device"] is None  # no model ran

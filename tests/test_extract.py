@@ -1,25 +1,31 @@
 """Resumable extraction: parts finished before an interruption are kept outside DVC's outputs and not
 computed again; the result equals an uninterrupted run's. Batches are prepared ahead in a thread."""
 
+import dataclasses
 import threading
 
 import numpy as np
+import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 import torch
 from torch.utils.data import default_collate
 
 from iaakd.data.ava import AvaLayout, load_ava
+from iaakd.data.images import same_size_batches
+from iaakd.errors import UserError
 from iaakd.extract import (
     ExtractConfig,
     Extractor,
     extract_features,
     extract_to_parts,
+    input_sizes,
     loader_dataset,
     plan_parts,
     prepared_ahead,
 )
 from iaakd.features import PartWriter, vector_column
+from iaakd.stages.extract import resume_key
 
 
 def test_plan_groups_whole_batches_into_parts():
@@ -137,3 +143,69 @@ def test_closing_the_stream_early_stops_the_thread_that_prepares_ahead():
     stream.close()
     assert not _preparing_threads()
     assert len(pulled) <= 5  # two consumed, at most two waiting in the queue, one in the thread's hands
+
+
+class Overflowing(torch.nn.Module):
+    """A backbone whose pooled features exceed float16's range (65,504), as a wrong weights file can."""
+
+    def forward(self, images):
+        return torch.full((len(images), 3), 1e5)
+
+
+def test_features_beyond_float16_are_an_error_naming_the_backbone_and_images_not_a_nan_loss(
+    extraction, tmp_path
+):
+    extractor, paths, sizes, image_ids, config, device = extraction
+    overflowing = dataclasses.replace(extractor, mlsp=Overflowing(), full_name="fake_backbone.in1k")
+    writer = PartWriter(tmp_path / "features", work_dir=tmp_path / "work")
+    first = ", ".join(image_ids[index] for index in same_size_batches(input_sizes(sizes, config), 4)[0][:3])
+    with pytest.raises(
+        UserError,
+        match=rf"extract fake_backbone.in1k: features of {first} and 1 more are NaN or infinite in float16; "
+        r"the backbone's values exceed float16's range \(\+-65,504\)",
+    ):
+        extract_to_parts(overflowing, paths, sizes, image_ids, config, device, writer, {}, progress=False)
+    assert not writer.has_part(0)  # nothing written that a resumed run would take for finished
+
+
+def test_resume_key_changes_with_every_setting_that_changes_the_numbers():
+    """A run resumed with another memory format or on another device must not reuse the parts."""
+    labels = pd.DataFrame(
+        {"image_id": ["1", "2"], "file_hash": ["a", "b"], "width": [40, 40], "height": [30, 30]}
+    )
+    config = ExtractConfig("tf_efficientnet_lite0.in1k")
+    cpu = torch.device("cpu")
+    key = resume_key({"backbone": config.backbone}, config, 4096, cpu, labels)
+    assert key == resume_key({"backbone": config.backbone}, config, 4096, cpu, labels)
+    channels_last = dataclasses.replace(config, channels_last=True)
+    assert resume_key({"backbone": config.backbone}, channels_last, 4096, cpu, labels) != key
+
+
+def test_resume_key_names_the_gpu_model_but_not_the_rank(monkeypatch):
+    labels = pd.DataFrame({"image_id": ["1"], "file_hash": ["a"], "width": [40], "height": [30]})
+    config = ExtractConfig("tf_efficientnet_lite0.in1k")
+    gpu = {"name": "NVIDIA H100"}
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda _device=None: gpu["name"])
+
+    def key(device: str) -> str:
+        return resume_key({}, config, 4096, torch.device(device), labels)
+
+    assert key("cuda:0") == key("cuda:1") != key("cpu")  # every rank of one run shares its parts
+    h100 = key("cuda:0")
+    gpu["name"] = "NVIDIA A100"
+    assert key("cuda:0") != h100
+
+
+def test_cudnn_benchmark_is_on_only_while_extracting_and_the_process_setting_comes_back():
+    from iaakd.extract import cudnn_benchmark
+
+    before = torch.backends.cudnn.benchmark
+    try:
+        torch.backends.cudnn.benchmark = False
+        with cudnn_benchmark(True):
+            assert torch.backends.cudnn.benchmark is True
+        assert torch.backends.cudnn.benchmark is False
+        with cudnn_benchmark(False):  # on the CPU nothing is switched on
+            assert torch.backends.cudnn.benchmark is False
+    finally:
+        torch.backends.cudnn.benchmark = before

@@ -1,3 +1,6 @@
+import os
+import time
+
 import numpy as np
 import pyarrow.dataset as ds
 import pytest
@@ -57,4 +60,50 @@ def test_feature_matrix_joins_on_id_not_row_order_and_reads_rows_in_any_order(tm
     with pytest.raises(UserError, match="feature folder not found"):
         build_feature_matrix([tmp_path / "absent"], ["1"], work)
     assert read_table(tmp_path / "a").num_rows == 3
-    assert not list(work.glob("*.partial"))  # a failed build leaves nothing half-written
+    assert not [path for path in work.iterdir() if ".tmp-" in path.name]  # a failed build leaves no half
+
+
+def two_column_parts(tmp_path, ids=("1", "2", "3")):
+    writer = PartWriter(tmp_path / "a")
+    writer.write(
+        make_table(
+            {"image_id": list(ids), "feature": np.arange(2 * len(ids), dtype=np.float16).reshape(-1, 2)}, {}
+        )
+    )
+    writer.commit()
+    return tmp_path / "a"
+
+
+def test_a_matrix_cut_short_after_it_was_built_is_an_error_naming_the_file_and_row(tmp_path):
+    matrix, _ = build_feature_matrix([two_column_parts(tmp_path)], ["1", "2", "3"], tmp_path / "work")
+    np.testing.assert_array_equal(matrix.read([0, 2]), [[0, 1], [4, 5]])
+    with open(matrix.path, "r+b") as handle:
+        handle.truncate(matrix.row_bytes + 2)  # row 0 whole, half of row 1, no row 2
+    np.testing.assert_array_equal(matrix.read([0]), [[0, 1]])
+    with pytest.raises(
+        UserError, match=rf"{matrix.path}: row 1 is cut short: the file is 6 bytes, 12 expected"
+    ):
+        matrix.read([0, 1, 2])
+    with pytest.raises(UserError, match=r"row 2 is cut short"):
+        matrix.read([2])
+
+
+def test_a_rebuild_removes_older_matrices_but_never_another_process_staging_file(tmp_path):
+    """Another process may be building the same matrix right now (the ranks of a torchrun): its staging
+    file must survive; finished matrices of other inputs, and staging files abandoned for a day, go."""
+    work = tmp_path / "work"
+    work.mkdir()
+    older = work / "features-0123456789abcdef.f2"
+    in_use = [
+        work / "features-fedcba9876543210.f2.partial",
+        work / ".features-fedcba9876543210.f2.tmp-1a2b.f2",
+    ]
+    abandoned = work / ".features-00000000000000ff.f2.tmp-9c9c.f2"
+    other_name = work / "knowledge-0123456789abcdef.f4"
+    for path in (older, *in_use, abandoned, other_name):
+        path.write_bytes(b"x")
+    os.utime(abandoned, (time.time() - 2 * 86400,) * 2)
+    matrix, _ = build_feature_matrix([two_column_parts(tmp_path)], ["1", "2", "3"], work)
+    assert sorted(path.name for path in work.iterdir()) == sorted(
+        [matrix.path.name, *(path.name for path in in_use), other_name.name]
+    )

@@ -4,6 +4,7 @@ import torch
 from PIL import Image
 
 from iaakd.data.images import EncodedImageDataset, Preprocess, decode_on_device, load_rgb
+from iaakd.errors import UserError
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
@@ -76,3 +77,46 @@ def test_draft_decoding_is_stored_with_the_preprocessing_and_needs_a_resize():
         Preprocess((0, 0, 0), (1, 1, 1), size=256, mode="pad_crop", pad_size=320, jpeg_draft=True)
     with pytest.raises(ValueError, match="jpeg_draft needs mode 'resize'"):
         Preprocess((0, 0, 0), (1, 1, 1), jpeg_draft=True)  # full resolution
+
+
+def bad_files(folder):
+    """A decompression bomb's header, a JPEG cut short and an HTML page, each named .jpg."""
+    from test_scan import png_claiming
+
+    good = folder / "good.jpg"
+    Image.new("RGB", (40, 30), (9, 9, 9)).save(good)
+    files = {
+        "bomb": png_claiming(100_000, 100_000),
+        "truncated": good.read_bytes()[:300],
+        "html": b"<html>404 Not Found</html>",
+    }
+    for name, content in files.items():
+        (folder / f"{name}.jpg").write_bytes(content)
+    return {name: folder / f"{name}.jpg" for name in files}
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("bomb", r"Image size \(10000000000 pixels\) exceeds limit"),
+        ("truncated", "[Tt]runcated"),
+        ("html", "cannot identify image file"),
+    ],
+)
+def test_a_file_that_no_longer_decodes_is_one_line_naming_it_in_every_loader(tmp_path, name, reason):
+    """Changed after the scan (or never scanned): the loaders' error names the file, whatever PIL raised
+    (the bomb's error is not an OSError)."""
+    path = bad_files(tmp_path)[name]
+    message = rf"^{path}: cannot decode it \({reason}.*\); has it changed since it was scanned\?$"
+    with pytest.raises(UserError, match=message):
+        load_rgb(path)
+    with pytest.raises(UserError, match=message):
+        Preprocess((0, 0, 0), (1, 1, 1), size=32).load(path)
+    if name != "truncated":  # a JPEG goes to the device decoder as bytes
+        with pytest.raises(UserError, match=message):
+            EncodedImageDataset([str(path)])[0]
+
+
+def test_a_file_gone_since_the_scan_is_named_by_the_device_loader(tmp_path):
+    with pytest.raises(UserError, match=rf"^{tmp_path / 'gone.jpg'}: cannot decode it \(missing\)"):
+        EncodedImageDataset([str(tmp_path / "gone.jpg")])[0]

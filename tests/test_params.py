@@ -3,18 +3,65 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 from conftest import REPO_ROOT
 
+from iaakd.data.demo import DemoConfig
+from iaakd.data.splits import SplitConfig
 from iaakd.errors import UserError
 from iaakd.stages import common
+from iaakd.stages.dataset import data_config
+from iaakd.stages.evaluate import evaluate_config
+from iaakd.stages.extract import extract_config
+from iaakd.stages.pretrain import pretrain_config
 from iaakd.stages.student import student_config
 from iaakd.student import StudentConfig
+from iaakd.tasks import Task
+from iaakd.teacher import DistillerConfig
 
 
-def test_repository_params_build_every_config():
+def stage_configs(params: dict) -> dict[str, object]:
+    """Every stage's configuration, built from ``params`` as the stage builds it (one key per dvc.yaml
+    stage that reads params; extract once per backbone)."""
+    data = common.section(params, "data")
+    task = common.section(params, "task")
+    return {
+        "demo": common.build_config(DemoConfig, {"seed": data.get("seed", 0), **data["demo"]}, "data.demo"),
+        "dataset": data_config(params),
+        "split": common.build_config(SplitConfig, params["split"], "split", ignore=("ilgnet_dir",)),
+        **{
+            f"extract@{backbone}": extract_config(params, backbone)
+            for backbone in params["features"]["backbones"]
+        },
+        "distill": common.build_config(
+            DistillerConfig, params["distiller"], "distiller", ignore=("backbones",)
+        ),
+        "task": Task(task["output"], cutoff=params["evaluate"]["cutoff"]),
+        "pretrain": pretrain_config(params),
+        "student": student_config(params),
+        "evaluate": evaluate_config(params),
+    }
+
+
+def dvc_stages_with_params() -> set[str]:
+    stages = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
+    return {name for name, stage in stages.items() if stage.get("params") or "foreach" in stage}
+
+
+def assert_every_stage_builds(params: dict) -> dict[str, object]:
+    configs = stage_configs(params)
+    assert {name.split("@")[0] for name in configs} >= dvc_stages_with_params()
+    assert set(params["distiller"]["backbones"]) <= set(params["features"]["backbones"])
+    return configs
+
+
+def test_repository_params_build_every_stages_config():
     params = common.load_params(REPO_ROOT / "params.yaml")
-    config = student_config(params)
-    assert isinstance(config, StudentConfig) and config.kd.enabled is True
+    configs = assert_every_stage_builds(params)
+    assert len([name for name in configs if name.startswith("extract@")]) == 3
+    assert isinstance(configs["student"], StudentConfig) and configs["student"].kd.enabled is True
+    extract, rows_per_part = configs["extract@tf_efficientnet_lite0.in1k"]
+    assert (extract.input_size, extract.batch_size, rows_per_part) == (None, 16, 4096)
 
 
 def test_unknown_key_is_named():
@@ -63,7 +110,12 @@ def test_paper_preset_applies_onto_params_and_builds_valid_configs(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     params = common.load_params(tmp_path / "params.yaml")
-    config = student_config(params)
+    params["data"]["root"] = str(tmp_path)  # where AVA would be (`dvc repro -S data.root=...`)
+    configs = assert_every_stage_builds(params)
+    assert [configs[f"extract@{name}"][0].input_size for name in params["features"]["backbones"]] == [
+        None
+    ] * 3
+    config = configs["student"]
     assert (config.input_size, config.batch_size, config.lr, config.lr_step_epochs, config.epochs) == (
         300,
         16,

@@ -1,6 +1,8 @@
 """The image scan: every kind of file a real download holds, the policy for unusual ones, the cache."""
 
 import os
+import struct
+import zlib
 
 import numpy as np
 import pandas as pd
@@ -115,10 +117,16 @@ def test_cache_skips_unchanged_files_and_rescans_changed_ones(tmp_path, monkeypa
     assert changed.loc[0, "file_hash"] != first.loc[0, "file_hash"]
 
 
-def test_parallel_scan_equals_serial(tmp_path):
-    folder = write_cases(tmp_path / "images")
-    paths = [str(path) for path in sorted(folder.iterdir())] * 10  # enough to use the process pool
+def test_parallel_scan_equals_serial(tmp_path, monkeypatch):
+    folders = [write_cases(tmp_path / f"images{copy}") for copy in range(5)]
+    paths = [str(path) for folder in folders for path in sorted(folder.iterdir())] * 2
+    pools = []
+    real_pool = scan_module.ProcessPoolExecutor
+    monkeypatch.setattr(
+        scan_module, "ProcessPoolExecutor", lambda workers: pools.append(workers) or real_pool(workers)
+    )
     parallel = scan_images(paths, workers=2)
+    assert pools == [2]  # more than 32 distinct files: the pool did scan them
     serial = scan_images(paths, workers=1)
     pd.testing.assert_frame_equal(parallel, serial)
     assert len(parallel) == len(paths)
@@ -127,3 +135,57 @@ def test_parallel_scan_equals_serial(tmp_path):
 @pytest.mark.parametrize("policy", ["decode", "skip"])
 def test_policy_values_are_the_known_ones(policy):
     assert policy in scan_module.UNUSUAL_POLICIES
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A small PNG file whose header claims ``width`` x ``height`` pixels (a decompression bomb's)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_a_decompression_bomb_is_that_files_problem_not_the_end_of_the_scan(tmp_path):
+    """PIL's DecompressionBombError is not an OSError: it used to escape and end the process pool."""
+    bomb = tmp_path / "bomb.jpg"
+    bomb.write_bytes(png_claiming(100_000, 100_000))
+    result = scan_image(str(bomb))
+    assert result.problem.startswith("unreadable: Image size (10000000000 pixels) exceeds limit")
+    folders = [write_cases(tmp_path / f"images{copy}") for copy in range(5)]
+    paths = [str(path) for folder in folders for path in sorted(folder.iterdir())] + [str(bomb)]
+    assert len(paths) > 32  # distinct files: enough to scan them in a process pool
+    scans = scan_images(paths, workers=2)
+    assert scans["problem"].iloc[-1] == result.problem
+    assert scans["problem"].isna().sum() == 5 * len(EXPECTED)
+
+
+def jpeg_with_orientation_entry(path, tag_type: int, value: bytes, extra: bytes = b"") -> None:
+    """A JPEG whose EXIF orientation entry has the TIFF ``tag_type`` (2 text, 5 fraction, 8 signed)."""
+    entry = struct.pack(">HHI", ORIENTATION_TAG, tag_type, 1 if tag_type != 2 else len(value)) + value
+    exif = b"Exif\0\0MM\0\x2a\0\0\0\x08" + struct.pack(">H", 1) + entry + b"\0\0\0\0" + extra
+    Image.new("RGB", (40, 30), RED).save(path, exif=exif)
+
+
+def test_a_malformed_orientation_reads_as_the_decoder_applies_it(tmp_path):
+    """The scan's orientation and size must be those load_rgb decodes to (images of one size are batched
+    together at full resolution): a text orientation is no turn, not an unreadable file; 13/2 is no turn."""
+    cases = {
+        "text": (2, b"abc\0", b"", 1),
+        "fraction": (5, struct.pack(">I", 26), struct.pack(">II", 13, 2), 1),
+        "negative": (8, b"\xff\xfa\0\0", b"", 1),
+        "fraction_six": (5, struct.pack(">I", 26), struct.pack(">II", 12, 2), 6),
+    }
+    for name, (tag_type, value, extra, orientation) in cases.items():
+        path = tmp_path / f"{name}.jpg"
+        jpeg_with_orientation_entry(path, tag_type, value, extra)
+        result = scan_image(str(path))
+        assert result.problem is None, name
+        assert result.orientation == orientation, name
+        assert (result.width, result.height) == load_rgb(path).size, name

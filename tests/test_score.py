@@ -1,3 +1,5 @@
+import csv
+import io
 import subprocess
 import sys
 
@@ -56,23 +58,24 @@ def test_checkpoint_describes_itself_and_reloads_identically(trained_student):
     )
 
 
-def test_score_cli_prints_csv_and_rejects_bad_files(trained_student, tmp_path):
+def test_score_alias_prints_csv_and_gives_an_unreadable_file_its_own_row(trained_student, tmp_path):
+    """``iaakd-score`` (``python -m iaakd.score``) is ``iaakd score``: a bad file no longer stops the run."""
     _, _, checkpoint, paths = trained_student
-    result = subprocess.run(
-        [sys.executable, "-m", "iaakd.score", str(checkpoint), *paths[:3]], capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.strip().splitlines()
-    assert lines[0].startswith("path,mean_score,p1") and len(lines) == 4
-    assert 1 <= float(lines[1].split(",")[1]) <= 10
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     result = subprocess.run(
-        [sys.executable, "-m", "iaakd.score", str(checkpoint), str(tmp_path / "broken.jpg")],
+        [sys.executable, "-m", "iaakd.score", str(checkpoint), *paths[:3], str(tmp_path / "broken.jpg")],
         capture_output=True,
         text=True,
     )
-    assert result.returncode == 1
-    assert result.stderr.startswith(f"error: {tmp_path / 'broken.jpg'}: unreadable")
+    assert result.returncode == 2, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert list(rows[0]) == ["path", "mean_score", *[f"p{k}" for k in range(1, 11)], "error"]
+    by_path = {row["path"]: row for row in rows}
+    assert len(rows) == 4 and all(by_path[path]["error"] == "" for path in paths[:3])
+    assert all(1 <= float(by_path[path]["mean_score"]) <= 10 for path in paths[:3])
+    broken = by_path[str(tmp_path / "broken.jpg")]
+    assert broken["error"].startswith("unreadable: ") and broken["mean_score"] == ""
+    assert "scored 3, failed 1" in result.stderr
 
 
 @pytest.mark.parametrize("freeze", [True, False])

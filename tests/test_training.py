@@ -52,7 +52,7 @@ def test_resumed_distiller_equals_uninterrupted(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train_distiller(*data, CONFIG, StopAfterTwoEpochs(), progress=False, work_root=tmp_path)
     (checkpoint,) = tmp_path.glob("*/last.pt")
-    assert torch.load(checkpoint, weights_only=False)["epoch"] == 2
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 2
 
     resumed, resumed_history = train_distiller(*data, CONFIG, progress=False, work_root=tmp_path)
     assert resumed_history.rows == reference_history.rows and state_equal(resumed, reference)
@@ -86,7 +86,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_epoch(tmp_p
     ):
         train_distiller(*data, CONFIG, NaNFromEpochThree(), progress=False, work_root=tmp_path)
     (checkpoint,) = tmp_path.glob("*/last.pt")
-    state = torch.load(checkpoint, weights_only=False)
+    state = torch.load(checkpoint, weights_only=True)
     assert state["epoch"] == 2
     assert all(torch.isfinite(value).all() for value in state["model"].values() if value.is_floating_point())
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from iaakd.atomic import atomic_path
+from iaakd.errors import UserError
 
 
 def fingerprint(config: dict, *arrays: np.ndarray | list | None) -> str:
@@ -48,31 +50,35 @@ class Checkpoint:
     def load(self) -> dict | None:
         if self.path is None or not self.path.is_file():
             return None
-        return torch.load(self.path, map_location="cpu", weights_only=False)
+        return safe_load(self.path, "a training checkpoint", f"delete {self.folder} to start afresh")
 
     def save(self, state: dict) -> None:
         if self.path is None:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        staging = self.path.with_name("last.pt.partial")
-        torch.save(state, staging)
-        os.replace(staging, self.path)
+        with atomic_path(self.path) as staging:
+            torch.save(state, staging)
 
     def clear(self) -> None:
         if self.folder is not None and self.folder.is_dir():
             shutil.rmtree(self.folder)
 
 
-def rng_state(generator: torch.Generator) -> dict:
-    """Every random state a training loop draws from: the loader's generator, torch's and numpy's."""
-    return {
-        "generator": generator.get_state(),
-        "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-    }
-
-
-def restore_rng_state(generator: torch.Generator, state: dict) -> None:
-    generator.set_state(state["generator"])
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+def safe_load(path: Path, what: str, advice: str = "") -> dict:
+    """A file written by ``torch.save``, loaded without running any code in it (``weights_only=True``):
+    a pickle that asks for more than tensors and plain containers, a truncated or foreign file, ends in one
+    line naming the file and ``what`` it should have been."""
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found (expected {what})") from None
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if "Weights only load failed" in reason or "weights_only" in str(error):
+            reason = "it holds objects other than tensors and plain containers, and is not loaded"
+        raise UserError(
+            f"{path}: not {what} that can be loaded safely ({reason}){'; ' + advice if advice else ''}"
+        ) from None
+    if not isinstance(loaded, dict):
+        raise UserError(f"{path}: not {what} (it holds a {type(loaded).__name__}, not a mapping)")
+    return loaded

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from iaakd.config import param
 from iaakd.data.images import (
     EncodedImageDataset,
     ImageDataset,
@@ -22,7 +23,7 @@ from iaakd.data.images import (
     decode_on_device,
     same_size_batches,
 )
-from iaakd.devices import autocast_context
+from iaakd.devices import PRECISIONS, autocast_context
 from iaakd.distributed import SINGLE, Ranks
 from iaakd.errors import UserError
 from iaakd.features import PartWriter, make_table
@@ -35,11 +36,11 @@ DECODERS = ("cpu", "gpu")
 class ExtractConfig:
     backbone: str
     weights: str = "auto"
-    input_size: int | None = None  # None: full resolution (the paper); an int: resized to a square
-    batch_size: int = 16
-    precision: str = "fp32"  # autocast dtype on the device; features are always stored as float16
+    input_size: int | None = param(None, above=0)  # None: full resolution (the paper); an int: a square
+    batch_size: int = param(16, above=0)
+    precision: str = param("fp32", choices=PRECISIONS)  # autocast dtype; features are stored as float16
     channels_last: bool = False  # memory format on the device (faster convolutions on GPUs with AMP)
-    decode: str = "cpu"  # cpu: PIL in loader workers; gpu: nvJPEG on the device (full resolution only)
+    decode: str = param("cpu", choices=DECODERS)  # cpu: PIL in loader workers; gpu: nvJPEG (full resolution)
 
 
 @dataclass
@@ -194,13 +195,34 @@ def extract_features(
     progress: bool = True,
     batches: list[list[int]] | None = None,
     already_done: int = 0,
+    image_ids: Sequence[str] | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yields (row indices, float16 MLSP features) batch by batch, for ``batches`` (default: all images
-    in batches of equal size); decoding overlaps compute when workers > 0."""
+    in batches of equal size); decoding overlaps compute when workers > 0. A feature that is not finite
+    in float16 is an error naming the images (by ``image_ids``, else by path)."""
+    names = paths if image_ids is None else image_ids
     if batches is None:
         batches = same_size_batches(input_sizes(sizes, config), config.batch_size)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # batches repeat a few shapes: tune each once
+    with cudnn_benchmark(device.type == "cuda"):  # batches repeat a few shapes: tune each once
+        yield from _extract_batches(extractor, paths, names, batches, config, device, num_workers, progress,
+                                    already_done)  # fmt: skip
+
+
+@contextlib.contextmanager
+def cudnn_benchmark(on: bool) -> Iterator[None]:
+    """cuDNN's kernel search on for the block, then as it was: the process's setting is not ours to keep."""
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = on or previous
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous
+
+
+def _extract_batches(
+    extractor: Extractor, paths: Sequence[str], names: Sequence[str], batches: list[list[int]], config: ExtractConfig,
+    device: torch.device, num_workers: int, progress: bool, already_done: int,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
     dataset, collate = loader_dataset(paths, extractor.preprocess, config)
     loader = DataLoader(
         dataset,
@@ -224,12 +246,35 @@ def extract_features(
                 pooled = extractor.mlsp(images)
             queued = HostCopy.start(indices, pooled.float().half())
             if in_flight is not None:  # the device already has this batch's work: now wait for the last
-                yield in_flight.result()
+                yield require_finite_features(*in_flight.result(), names, extractor.full_name, config)
                 bar.update(len(in_flight.indices))
             in_flight = queued
         if in_flight is not None:
-            yield in_flight.result()
+            yield require_finite_features(*in_flight.result(), names, extractor.full_name, config)
             bar.update(len(in_flight.indices))
+
+
+FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65,504: larger values become inf when stored
+
+
+def require_finite_features(
+    indices: np.ndarray, features: np.ndarray, names: Sequence[str], backbone: str, config: ExtractConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, features) unchanged when every float16 value is finite; else one line naming the
+    backbone and the images, before NaN features reach the distiller (where they would read as "loss
+    became nan; lower distiller.lr"). Checked on the host copy: no wait on the device per batch."""
+    finite = np.isfinite(features).all(axis=1)
+    if finite.all():
+        return indices, features
+    bad = [str(names[index]) for index in indices[~finite]]
+    listed = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+    advice = (
+        f"features.precision={config.precision} overflowed: try bf16 or fp32"
+        if config.precision == "fp16"
+        else f"the backbone's values exceed float16's range (+-{FLOAT16_MAX:,.0f}), or it gives NaN: "
+        f"check features.weights ({config.weights}) and features.precision ({config.precision})"
+    )
+    raise UserError(f"extract {backbone}: features of {listed} are NaN or infinite in float16; {advice}")
 
 
 def _prepare(extractor: Extractor, config: ExtractConfig, device: torch.device, *payload) -> torch.Tensor:
@@ -276,6 +321,7 @@ def extract_to_parts(
         progress and ranks.is_main,
         batches=[batch for number in todo for batch in parts[number]],
         already_done=done_rows,
+        image_ids=image_ids,
     )
     for number in todo:
         ids, vectors = [], []

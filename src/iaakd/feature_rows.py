@@ -10,9 +10,12 @@ resident memory and grow with the file.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,6 +26,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from iaakd.atomic import TEMPORARY_MARK, atomic_path
 from iaakd.errors import UserError
 from iaakd.features import read_metadata, vector_column
 
@@ -73,16 +77,35 @@ class FeatureMatrix:
         # read whole ranges); one buffer and its float32 copy are all the memory a read takes.
         buffer = np.empty((len(rows), self.dim), dtype=self.dtype)
         breaks = np.flatnonzero(np.diff(sorted_rows) != 1) + 1
-        with open(self.path, "rb", buffering=0) as handle:
-            start = 0
-            for stop in [*breaks.tolist(), len(rows)]:
-                if stop > start:
-                    handle.seek(int(sorted_rows[start]) * self.row_bytes)
-                    handle.readinto(memoryview(buffer[start:stop]).cast("B"))
-                start = stop
+        try:
+            with open(self.path, "rb", buffering=0) as handle:
+                start = 0
+                for stop in [*breaks.tolist(), len(rows)]:
+                    if stop > start:
+                        into = memoryview(buffer[start:stop]).cast("B")
+                        self._read_run(handle, int(sorted_rows[start]), into)
+                    start = stop
+        except FileNotFoundError:
+            raise UserError(f"{self.path}: gone while in use (removed by a run with other inputs?)") from None
         out = np.empty((len(rows), self.dim), dtype=np.float32)
         out[order] = buffer  # back to the order asked for
         return out
+
+    def _read_run(self, handle, first_row: int, into: memoryview) -> None:
+        """Consecutive rows from ``first_row`` into ``into``, all of them: ``readinto`` may return fewer
+        bytes than asked (at the end of a file cut short, or over 2 GiB at once on Linux), and rows it
+        did not fill would hold whatever the memory held before."""
+        handle.seek(first_row * self.row_bytes)
+        filled = 0
+        while filled < len(into):
+            count = handle.readinto(into[filled:])
+            if not count:
+                raise UserError(
+                    f"{self.path}: row {first_row + filled // self.row_bytes} is cut short: the file is "
+                    f"{os.fstat(handle.fileno()).st_size} bytes, {self.rows * self.row_bytes} expected "
+                    "(truncated after it was built; delete it, and the next run builds it again)"
+                )
+            filled += count
 
 
 class RowSubset:
@@ -160,29 +183,53 @@ def build_row_matrix(
     if path.is_file() and path.stat().st_size == len(image_ids) * total_dim * dtype.itemsize:
         return FeatureMatrix(path, len(image_ids), total_dim, image_ids, dtype)
     work_dir.mkdir(parents=True, exist_ok=True)
-    for stale in work_dir.glob(f"{name}-*"):
-        stale.unlink()  # other inputs: it can never be read again
+    for stale in stale_matrices(work_dir, name, keep=path):
+        stale.unlink(missing_ok=True)  # made from other inputs: it can never be read again
     position = pd.Index(image_ids)
-    staging = path.with_name(path.name + ".partial")
     row_bytes = total_dim * dtype.itemsize
     found = np.zeros((len(sources), len(image_ids)), dtype=bool)
-    with open(staging, "wb") as handle:
-        handle.truncate(len(image_ids) * row_bytes)
-        offset = 0
-        for index, ((folder, column), dim) in enumerate(zip(sources, dims, strict=True)):
-            parts = sorted(Path(folder).glob("*.parquet"))
-            for part in tqdm(parts, desc=f"{name} {Path(folder).name}", disable=not progress):
-                for batch in pq.ParquetFile(part).iter_batches(READ_ROWS, columns=["image_id", column]):
-                    _write_rows(handle, batch, column, position, found[index], dtype, row_bytes, offset)
-            offset += dim
-    missing = np.flatnonzero(~found.all(axis=0))
-    if len(missing):
-        staging.unlink()
-        raise UserError(
-            f"no {name} for {len(missing)} images, for example '{image_ids[missing[0]]}' (rerun {rerun})"
-        )
-    os.replace(staging, path)
+    # A staging name of this process's own (another process may build the same matrix at the same time)
+    with atomic_path(path) as staging:
+        with open(staging, "r+b") as handle:
+            handle.truncate(len(image_ids) * row_bytes)
+            offset = 0
+            for index, ((folder, column), dim) in enumerate(zip(sources, dims, strict=True)):
+                parts = sorted(Path(folder).glob("*.parquet"))
+                for part in tqdm(parts, desc=f"{name} {Path(folder).name}", disable=not progress):
+                    for batch in pq.ParquetFile(part).iter_batches(READ_ROWS, columns=["image_id", column]):
+                        _write_rows(handle, batch, column, position, found[index], dtype, row_bytes, offset)
+                offset += dim
+        missing = np.flatnonzero(~found.all(axis=0))
+        if len(missing):  # raised inside the block: the staging file goes, nothing is renamed
+            raise UserError(
+                f"no {name} for {len(missing)} images, for example '{image_ids[missing[0]]}' (rerun {rerun})"
+            )
     return FeatureMatrix(path, len(image_ids), total_dim, image_ids, dtype)
+
+
+ABANDONED_AFTER_S = 24 * 3600  # a staging file unchanged this long belongs to a build that was killed
+
+
+def stale_matrices(work_dir: Path, name: str, keep: Path) -> list[Path]:
+    """What a build of ``keep`` removes from ``work_dir``: the finished matrices of this ``name``
+    (``<name>-<fingerprint>.<dtype>``) made from other inputs, and staging files of this name unchanged
+    for a day (left by a killed build). Never a staging file in use: another process may be building
+    a matrix of this name right now."""
+    matrix = rf"{re.escape(name)}-[0-9a-f]{{16}}\.[fiu][0-9]+"
+    finished = re.compile(matrix)
+    staging = re.compile(rf"\.{matrix}{re.escape(TEMPORARY_MARK)}[0-9a-f]+\.[fiu][0-9]+|{matrix}\.partial")
+    abandoned_before = time.time() - ABANDONED_AFTER_S
+    stale = []
+    for path in sorted(work_dir.iterdir()):
+        if path == keep:
+            continue
+        if finished.fullmatch(path.name):
+            stale.append(path)
+        elif staging.fullmatch(path.name):
+            with contextlib.suppress(FileNotFoundError):  # its build may just have finished
+                if path.stat().st_mtime < abandoned_before:
+                    stale.append(path)
+    return stale
 
 
 def build_feature_matrix(

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import warnings
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from scipy import stats
+
+from iaakd.errors import UserError
 
 SCORES = np.arange(1, 11, dtype=np.float64)
 
@@ -45,25 +48,68 @@ def emd_numpy(target: np.ndarray, predicted: np.ndarray) -> float | None:
     return float(np.sqrt((gap**2).mean(axis=1)).mean())
 
 
+BOOTSTRAP_BATCH = 100  # resamples per call: memory is batch x n values, not resamples x n
+
+
 def bootstrap_srcc_ci(
     predicted: np.ndarray, target: np.ndarray, seed: int, resamples: int = 1000, level: float = 0.95
 ) -> list[float] | None:
-    """Percentile bootstrap interval of SRCC over test images."""
-    n = len(predicted)
-    if n < 3:
+    """Percentile bootstrap interval of SRCC over test images (pairs of prediction and truth resampled
+    together, ``scipy.stats.bootstrap``); None for fewer than 3 images, or where resamples without a
+    defined SRCC (every resampled prediction or truth equal, on a tiny split) leave no interval."""
+    if len(predicted) < 3:
         return None
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(resamples):
-        index = rng.integers(0, n, n)
-        value = srcc(predicted[index], target[index])
-        if value is not None:
-            values.append(value)
-    if not values:
+
+    def resampled_srcc(predicted_sample: np.ndarray, target_sample: np.ndarray) -> float:
+        value = srcc(predicted_sample, target_sample)
+        return np.nan if value is None else value
+
+    with warnings.catch_warnings():  # a NaN interval (said to be BCa's, though percentile) is None here
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        result = stats.bootstrap(
+            (np.asarray(predicted, dtype=np.float64), np.asarray(target, dtype=np.float64)),
+            resampled_srcc,
+            n_resamples=resamples,
+            batch=BOOTSTRAP_BATCH,
+            vectorized=False,
+            paired=True,
+            confidence_level=level,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+        )
+    low, high = result.confidence_interval
+    if not (math.isfinite(low) and math.isfinite(high)):
         return None
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(values, [tail, 100 - tail])
     return [float(low), float(high)]
+
+
+def require_finite_predictions(
+    name: str,
+    predictions: np.ndarray,
+    image_ids: Sequence[str] | None = None,
+    allow_constant: bool = False,
+) -> None:
+    """Raises one clear line (:class:`UserError`) when a model's predictions cannot be scored, instead
+    of metrics of null and a crash further on: any NaN or infinite value (always an error: the model
+    diverged or overflowed), or every prediction the same (a model collapsed to a constant; a trained
+    model never predicts that, so it is an error unless ``allow_constant``). ``predictions`` has one
+    row per image (scores, or distributions); ``name`` says which model, ``image_ids`` name the rows."""
+    rows = np.asarray(predictions, dtype=np.float64)
+    rows = rows.reshape(len(rows), -1) if rows.ndim else rows.reshape(1, 1)
+    not_finite = ~np.isfinite(rows).all(axis=1)
+    if not_finite.any():
+        first = int(np.flatnonzero(not_finite)[0])
+        where = f"image '{image_ids[first]}'" if image_ids is not None else f"row {first}"
+        raise UserError(
+            f"{name}: {int(not_finite.sum())} of {len(rows)} predictions are NaN or infinite (the first: "
+            f"{where}); the model diverged or overflowed: retrain it (a lower learning rate, or precision fp32)"
+        )
+    if not allow_constant and len(rows) > 1 and (rows == rows[0]).all():
+        value = f"{rows[0, 0]:.6g}" if rows.shape[1] == 1 else "the same distribution"
+        raise UserError(
+            f"{name}: all {len(rows)} predictions are the same ({value}); the model has collapsed to a "
+            "constant: retrain it (check the learning rate and the training targets)"
+        )
 
 
 def score_metrics(

@@ -20,6 +20,7 @@ import torch
 from iaakd.costs import gmacs
 from iaakd.errors import UserError
 from iaakd.models import MLSP, count_parameters, resolve_name
+from iaakd.models.backbones import any_size_kwargs
 
 BYTES_PER_VALUE = 2  # float16
 
@@ -37,13 +38,25 @@ class BackbonePlan:
 
 
 def plan_backbone(name: str, height: int, width: int) -> BackbonePlan:
+    """MLSP levels, parameters and GMACs of ``name`` at height x width, on the meta device (no weights).
+
+    The meta forward checks every level's shape; a model that fails it at this size is a UserError.
+    """
     full_name = resolve_name(name)
     with torch.device("meta"):
-        model = timm.create_model(full_name, pretrained=False)
+        model = timm.create_model(full_name, pretrained=False, **any_size_kwargs(full_name))
     mlsp = MLSP(model)
-    return BackbonePlan(
-        full_name, mlsp.level_dims, count_parameters(model) / 1e6, gmacs(mlsp, (1, 3, height, width))
-    )
+    try:
+        macs = gmacs(mlsp, (1, 3, height, width))
+    except UserError:
+        raise
+    except Exception as error:  # noqa: BLE001 - on the meta device, any failure is the model refusing the size
+        first_line = (str(error).strip().splitlines() or ["its forward pass failed"])[0]
+        raise UserError(
+            f"backbone '{full_name}' cannot be pooled by MLSP at {width}x{height}: "
+            f"{type(error).__name__}: {first_line}"
+        ) from error
+    return BackbonePlan(full_name, mlsp.level_dims, count_parameters(model) / 1e6, macs)
 
 
 def human_bytes(count: float) -> str:
@@ -54,20 +67,44 @@ def human_bytes(count: float) -> str:
     return f"{count:.1f} TB"
 
 
+def positive_count(text: str) -> int:
+    """An argparse type: a whole number > 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return value
+
+
+def image_size(text: str) -> tuple[int, int]:
+    """An argparse type: WIDTHxHEIGHT, both whole numbers > 0, as (width, height)."""
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:  # not two parts, or a part not a whole number
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT (for example 800x600)") from None
+    if width <= 0 or height <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: width and height must be positive")
+    return width, height
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m iaakd.plan", description=__doc__.splitlines()[0])
     parser.add_argument("backbones", nargs="+")
-    parser.add_argument("--images", type=int, default=255502, help="number of images (AVA: 255,502)")
     parser.add_argument(
-        "--size", default="800x600", help="WIDTHxHEIGHT for GMACs (AVA images: at most 800 px)"
+        "--images", type=positive_count, default=255502, help="number of images (AVA: 255,502)"
+    )
+    parser.add_argument(
+        "--size",
+        type=image_size,
+        default=(800, 600),
+        help="WIDTHxHEIGHT for GMACs (AVA images: at most 800 px)",
     )
     args = parser.parse_args(argv)
+    width, height = args.size
     try:
-        width, height = (int(v) for v in args.size.lower().split("x"))
         plans = [plan_backbone(name, height, width) for name in args.backbones]
-    except ValueError:
-        print(f"error: --size {args.size!r} is not WIDTHxHEIGHT", file=sys.stderr)
-        sys.exit(1)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)

@@ -33,6 +33,15 @@ def training_curves(rows: list[dict], folder: Path, title: str) -> None:
     plt.close(figure)
 
 
+def note_figure(path: Path, text: str) -> None:
+    """A small PNG that says ``text``: the plot of a stage that was switched off."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure = plt.figure(figsize=(5, 1.2))
+    figure.text(0.5, 0.5, text, ha="center", va="center")
+    figure.savefig(path, dpi=100, metadata={"Software": None})
+    plt.close(figure)
+
+
 def predictions(
     scores: dict[str, np.ndarray],
     true_score: np.ndarray,

@@ -7,7 +7,9 @@ The loop reads top to bottom: build, then for each epoch train, validate, record
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -16,28 +18,33 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from iaakd import distributed
-from iaakd.checkpoints import Checkpoint, fingerprint, restore_rng_state, rng_state
-from iaakd.data.images import Preprocess
-from iaakd.devices import autocast_context
+from iaakd.atomic import atomic_path
+from iaakd.checkpoints import Checkpoint, fingerprint, safe_load
+from iaakd.config import Rule, param
+from iaakd.data.images import INPUT_MODES, RESIZE_FILTERS, Preprocess
+from iaakd.devices import PRECISIONS, autocast_context
 from iaakd.distributed import SINGLE, Ranks
 from iaakd.errors import UserError
 from iaakd.feature_rows import VectorRows
-from iaakd.losses import student_loss, tag_loss
+from iaakd.losses import MIXES, OUTPUT_TARGETS, student_loss, tag_loss
 from iaakd.metrics import srcc
 from iaakd.models import Student, create_backbone, model_name, normalisation
+from iaakd.models.heads import SEMANTIC_MODES
+from iaakd.pretrained import INITS, load_backbone
 from iaakd.tasks import DISTRIBUTION, Task
-from iaakd.teacher import TrainingHistory, raise_not_finite, set_seed
+from iaakd.training import TrainingHistory, TrainingState, fit, resume, seeded
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: "kind" and "data_source" recorded; loads with weights_only=True
+READABLE_FORMATS = (1, 2)
 CPU = torch.device("cpu")
 
 
 @dataclass(frozen=True)
 class KDConfig:
     enabled: bool = True  # false: the baseline trained on ground-truth distributions alone
-    feature_weight: float = 1.0  # weight of MSE(f_t, f_s); 0 removes the feature term
-    target: str = "teacher"  # output term against the teacher's distribution or the ground truth (Table VI)
-    mix: str = "none"  # none | loss (Eq. 10) | label (Eq. 11)
+    feature_weight: float = param(1.0, minimum=0)  # weight of MSE(f_t, f_s); 0 removes the feature term
+    target: str = param("teacher", choices=OUTPUT_TARGETS)  # the output term's target (Table VI)
+    mix: str = param("none", choices=MIXES)  # none | loss (Eq. 10) | label (Eq. 11)
     shuffle: bool = False  # control: teacher knowledge permuted across training images
 
 
@@ -45,22 +52,41 @@ class KDConfig:
 class StudentConfig:
     backbone: str = "tf_efficientnet_lite0"
     weights: str = "auto"
-    input_size: int = 128
-    resize_filter: str = "bilinear"
-    input_mode: str = "resize"  # resize | pad_crop (Table VII): centred on pad_size, centre cut
-    pad_size: int = 800
+    init: str = param(
+        "weights", choices=INITS
+    )  # weights: from `weights`; pretrain, align: those stages' backbone
+    input_size: int = param(128, minimum=32)
+    resize_filter: str = param("bilinear", choices=RESIZE_FILTERS)
+    input_mode: str = param("resize", choices=INPUT_MODES)  # pad_crop (Table VII): centred on pad_size, cut
+    pad_size: int = param(800, above=0)
     jpeg_draft: bool = False  # resize: decode JPEGs at 1/2-1/8 scale, still >= input_size (faster loader)
-    epochs: int = 12
-    batch_size: int = 16
-    lr: float = 3e-4
-    lr_step_epochs: int = 4
-    weight_decay: float = 0.0
+    epochs: int = param(12, above=0)
+    batch_size: int = param(16, above=0)
+    lr: float = param(3e-4, above=0)
+    lr_step_epochs: int = param(4, above=0)
+    weight_decay: float = param(0.0, minimum=0)
     freeze_backbone: bool = False  # Table V: train only the head
-    precision: str = "fp32"  # fp32 | bf16 | fp16: autocast on the device (fp16 with gradient scaling)
+    precision: str = param("fp32", choices=PRECISIONS)  # autocast on the device (fp16 with gradient scaling)
     seed: int = 0
-    semantic: str = "none"  # none | input (multi-modal) | target (multi-task): AVA's tags, Table XII
-    semantic_weight: float = 1.0  # target: weight of BCE(tags) (Eq. 9 adds it with weight 1)
+    semantic: str = param(
+        "none", choices=SEMANTIC_MODES
+    )  # input (multi-modal) | target (multi-task), Table XII
+    semantic_weight: float = param(
+        1.0, minimum=0
+    )  # target: weight of BCE(tags) (Eq. 9 adds it with weight 1)
     kd: KDConfig = field(default_factory=KDConfig)
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            lambda c: c.input_mode != "pad_crop" or c.pad_size >= c.input_size,
+            "{prefix}.pad_size={pad_size} must be >= {prefix}.input_size={input_size}"
+            " (pad_crop cuts input_size out of the padded square)",
+        ),
+        Rule(
+            lambda c: not c.jpeg_draft or c.input_mode == "resize",
+            "{prefix}.jpeg_draft=true works with {prefix}.input_mode=resize only (pad_crop keeps the pixels' scale)",
+        ),
+    )
 
 
 @dataclass
@@ -104,9 +130,17 @@ class _TargetDataset(Dataset):
 
 
 def build_student(
-    config: StudentConfig, feature_dim: int, task: Task = DISTRIBUTION
+    config: StudentConfig, feature_dim: int, task: Task = DISTRIBUTION, init_file: Path | None = None
 ) -> tuple[Student, Preprocess, dict]:
-    backbone, weights_info = create_backbone(config.backbone, config.weights, num_classes=0)
+    """The student, its preprocessing and its weights source; with ``config.init`` other than ``weights``,
+    the backbone comes from ``init_file`` (models/pretrain.pt or models/align.pt), loaded strictly."""
+    if config.init == "weights":
+        backbone, weights = create_backbone(config.backbone, config.weights, num_classes=0)
+        weights_info = weights.as_dict()
+    elif init_file is None:
+        raise UserError(f"student.init={config.init} needs the {config.init} stage's checkpoint; none given")
+    else:
+        backbone, weights_info = load_backbone(init_file, config.init, config.backbone)
     mean, std = normalisation(backbone)
     preprocess = Preprocess(
         mean=mean,
@@ -120,7 +154,7 @@ def build_student(
     return (
         Student(backbone, feature_dim, task.output_size, task.activation, semantic=config.semantic),
         preprocess,
-        weights_info.as_dict(),
+        weights_info,
     )
 
 
@@ -197,6 +231,114 @@ def train_step(
     return loss.detach(), output.detach()
 
 
+def _prepared(config: StudentConfig, train: StudentData, val: StudentData, ranks: Ranks) -> StudentData:
+    """The training data as the configuration uses it (knowledge shuffled for the control); the
+    configuration's needs checked against the data."""
+    if config.kd.enabled and (train.teacher_output is None or train.teacher_feature is None):
+        raise UserError("student.kd.enabled is true but no teacher knowledge was given")
+    if config.semantic != "none" and (train.tags is None or val.tags is None):
+        raise UserError(
+            f"student.semantic={config.semantic} needs AVA's tags for the training and validation images"
+        )
+    if config.batch_size % ranks.world:
+        raise UserError(
+            f"student.batch_size={config.batch_size} is not divisible by the {ranks.world} processes"
+        )
+    if not train.paths or not val.paths:
+        raise UserError(f"the student has {len(train.paths)} training and {len(val.paths)} validation images;"
+                        " it needs at least one of each")  # fmt: skip
+    if config.kd.enabled and config.kd.shuffle:
+        order = np.random.default_rng(config.seed).permutation(len(train.paths))
+        train = replace(
+            train, teacher_output=train.teacher_output[order], teacher_feature=train.teacher_feature[order]
+        )
+    return train
+
+
+def _training_loader(
+    dataset: Dataset, config: StudentConfig, generator: torch.Generator, num_workers: int, device: torch.device,
+    ranks: Ranks,
+) -> DataLoader:  # fmt: skip
+    """Shuffled batches of the global batch size split across ranks (a DistributedSampler under torchrun)."""
+    drop_last = len(dataset) > config.batch_size
+    sampler = (
+        DistributedSampler(
+            dataset, ranks.world, ranks.rank, shuffle=True, seed=config.seed, drop_last=drop_last
+        )
+        if ranks.distributed
+        else None
+    )
+    return DataLoader(
+        dataset, batch_size=config.batch_size // ranks.world, shuffle=sampler is None, sampler=sampler,
+        generator=generator, num_workers=num_workers, drop_last=drop_last, pin_memory=device.type == "cuda",
+    )  # fmt: skip
+
+
+def _wrapped_for_ranks(model: Student, ranks: Ranks, device: torch.device) -> torch.nn.Module:
+    """What the optimiser steps: the model itself, or, under torchrun, its DDP wrapper (BatchNorm synchronised
+    on GPUs; PyTorch's SyncBatchNorm has no CPU kernel, so on CPU each rank normalises its own share)."""
+    if not ranks.distributed:
+        return model
+    if device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+
+
+def _checkpoint(
+    work_root: Path | None, config: StudentConfig, task: Task, weights_source: dict, train: StudentData,
+    val: StudentData,
+) -> Checkpoint:  # fmt: skip
+    """``work_root/<fingerprint>/``: named by everything that determines the run, configuration and data."""
+    if work_root is None:
+        return Checkpoint(None)
+    run = {**asdict(config), **task.as_dict(), "weights": weights_source, "format": CHECKPOINT_FORMAT}
+    return Checkpoint(
+        work_root / fingerprint(
+            run, train.paths, train.ground_truth, train.teacher_output, train.teacher_feature, train.tags,
+            val.paths, val.ground_truth, val.tags,
+        )
+    )  # fmt: skip
+
+
+def _train_epoch(
+    epoch: int, state: TrainingState, trained: torch.nn.Module, loader: DataLoader, preprocess: Preprocess,
+    config: StudentConfig, task: Task, device: torch.device, ranks: Ranks, progress: bool,
+) -> dict:  # fmt: skip
+    """One pass over the training images; the loss averaged over ranks (one sync per epoch), and the SRCC of
+    the outputs in train mode during the epoch (under torchrun: each rank's share)."""
+    if isinstance(loader.sampler, DistributedSampler):
+        loader.sampler.set_epoch(epoch)  # a different shuffle each epoch, the same on every rank
+    state.model.train()
+    if config.freeze_backbone:
+        state.model.backbone.eval()  # frozen means frozen: BatchNorm statistics too
+    losses, predicted, true = [], [], []
+    for batch in tqdm(loader, desc=f"student epoch {epoch}/{config.epochs}",
+                      disable=not (progress and ranks.is_main), leave=False):  # fmt: skip
+        loss, output = train_step(
+            trained, preprocess, batch, state.optimiser, state.scaler, config, device, task
+        )
+        losses.append(loss)
+        predicted.append(output)
+        true.append(batch[1])
+    return {
+        "train_loss": distributed.mean_over_ranks(torch.stack(losses).mean(), ranks),
+        "train_srcc": srcc(task.predicted_score(torch.cat(predicted).float().cpu().numpy()),
+                           task.predicted_score(torch.cat(true).numpy())),
+    }  # fmt: skip
+
+
+def _validate(
+    model: Student, val: StudentData, preprocess: Preprocess, config: StudentConfig, task: Task,
+    device: torch.device, num_workers: int,
+) -> dict:  # fmt: skip
+    prediction = predict(model, val.paths, preprocess, num_workers=num_workers, device=device,
+                         precision=config.precision, tags=val.tags if config.semantic == "input" else None)  # fmt: skip
+    return {
+        "val_loss": float(task.loss(torch.from_numpy(val.ground_truth), torch.from_numpy(prediction))),
+        "val_srcc": srcc(task.predicted_score(prediction), task.predicted_score(val.ground_truth)),
+    }
+
+
 def train_student(
     config: StudentConfig,
     train: StudentData,
@@ -208,6 +350,7 @@ def train_student(
     device: torch.device = CPU,
     work_root: Path | None = None,
     ranks: Ranks = SINGLE,
+    init_file: Path | None = None,
 ) -> tuple[Student, Preprocess, dict, TrainingHistory]:
     """Trains the student; returns the last epoch's model, its preprocessing, its weights source, and the curves.
 
@@ -215,140 +358,34 @@ def train_student(
     the same configuration on the same data continues from it.
 
     Under torchrun (``ranks``), DistributedDataParallel: ``config.batch_size`` is the global batch, split
-    evenly across ranks; BatchNorm is synchronised on GPUs (PyTorch's SyncBatchNorm has no CPU kernel, so
-    on CPU each rank normalises its own share). Rank 0 validates, keeps the checkpoint and the curves.
+    evenly across ranks. Rank 0 validates, keeps the checkpoint and the curves.
     """
-    generator = set_seed(config.seed)
-    model, preprocess, weights_source = build_student(config, feature_dim, task)
-    model.to(device)
-    if config.kd.enabled:
-        if train.teacher_output is None or train.teacher_feature is None:
-            raise UserError("student.kd.enabled is true but no teacher knowledge was given")
-        if config.kd.shuffle:
-            order = np.random.default_rng(config.seed).permutation(len(train.paths))
-            train = replace(
-                train,
-                teacher_output=train.teacher_output[order],
-                teacher_feature=train.teacher_feature[order],
-            )
-    if config.semantic != "none" and (train.tags is None or val.tags is None):
-        raise UserError(
-            f"student.semantic={config.semantic} needs AVA's tags for the training and validation images"
+    train = _prepared(config, train, val, ranks)
+    with seeded(config.seed) as generator:
+        model, preprocess, weights_source = build_student(config, feature_dim, task, init_file)
+        model.to(device)
+        loader = _training_loader(
+            _TargetDataset(train, preprocess), config, generator, num_workers, device, ranks
         )
-    if config.batch_size % ranks.world:
-        raise UserError(
-            f"student.batch_size={config.batch_size} is not divisible by the {ranks.world} processes"
-        )
-    dataset = _TargetDataset(train, preprocess)
-    drop_last = len(train.paths) > config.batch_size
-    sampler = (
-        DistributedSampler(
-            dataset, ranks.world, ranks.rank, shuffle=True, seed=config.seed, drop_last=drop_last
-        )
-        if ranks.distributed
-        else None
-    )
-    loader = DataLoader(
-        dataset,
-        batch_size=config.batch_size // ranks.world,
-        shuffle=sampler is None,
-        sampler=sampler,
-        generator=generator,
-        num_workers=num_workers,
-        drop_last=drop_last,
-        pin_memory=device.type == "cuda",
-    )
-    if config.freeze_backbone:
-        model.backbone.requires_grad_(False)
-    trained = model  # what the optimiser steps: the model itself, or its DDP wrapper
-    if ranks.distributed:
-        if device.type == "cuda":
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        trained = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
-    optimiser = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimiser, step_size=config.lr_step_epochs, gamma=0.1)
-    scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
-    checkpoint = Checkpoint(
-        work_root
-        / fingerprint(
-            {**asdict(config), **task.as_dict(), "weights": weights_source},
-            train.paths, train.ground_truth, train.teacher_output, train.teacher_feature, train.tags,
-            val.paths, val.ground_truth, val.tags,
-        )
-        if work_root is not None
-        else None
-    )  # fmt: skip
-    history, first_epoch = TrainingHistory(), 1
-    if (state := checkpoint.load()) is not None:
-        model.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimiser"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        restore_rng_state(generator, state["rng"])
-        history.rows, first_epoch = state["history"], state["epoch"] + 1
-        print(f"student: resuming after epoch {state['epoch']} from {checkpoint.path}", flush=True)
-    for epoch in range(first_epoch, config.epochs + 1):
-        if sampler is not None:
-            sampler.set_epoch(epoch)  # a different shuffle each epoch, the same on every rank
-        model.train()
         if config.freeze_backbone:
-            model.backbone.eval()  # frozen means frozen: BatchNorm statistics too
-        losses, train_predicted, train_true = [], [], []
-        for batch in tqdm(
-            loader,
-            desc=f"student epoch {epoch}/{config.epochs}",
-            disable=not (progress and ranks.is_main),
-            leave=False,
-        ):
-            loss, output = train_step(trained, preprocess, batch, optimiser, scaler, config, device, task)
-            losses.append(loss)
-            train_predicted.append(output)
-            train_true.append(batch[1])
-        epoch_loss = distributed.mean_over_ranks(torch.stack(losses).mean(), ranks)  # one sync per epoch
-        if not np.isfinite(epoch_loss):
-            raise_not_finite("student", epoch, epoch_loss, checkpoint, "student.lr")
-        scheduler.step()
-        if ranks.is_main:
-            val_prediction = predict(
-                model,
-                val.paths,
-                preprocess,
-                num_workers=num_workers,
-                device=device,
-                precision=config.precision,
-                tags=val.tags if config.semantic == "input" else None,
-            )
-            history.add(
-                epoch=epoch,
-                train_loss=epoch_loss,
-                # in train mode, during the epoch (under torchrun: rank 0's share)
-                train_srcc=srcc(
-                    task.predicted_score(torch.cat(train_predicted).float().cpu().numpy()),
-                    task.predicted_score(torch.cat(train_true).numpy()),
-                ),
-                val_loss=float(
-                    task.loss(torch.from_numpy(val.ground_truth), torch.from_numpy(val_prediction))
-                ),
-                val_srcc=srcc(task.predicted_score(val_prediction), task.predicted_score(val.ground_truth)),
-            )
-            checkpoint.save(
-                {
-                    "epoch": epoch,
-                    "model": model.state_dict(),
-                    "optimiser": optimiser.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "rng": rng_state(generator),
-                    "history": history.rows,
-                }
-            )
-            if progress:
-                row = history.rows[-1]
-                tqdm.write(
-                    f"student epoch {epoch}: train loss {row['train_loss']:.4f}, val loss {row['val_loss']:.4f}, val SRCC {row['val_srcc']}"
-                )
-        distributed.barrier(ranks)  # the others wait while rank 0 validates
+            model.backbone.requires_grad_(False)
+        trained = _wrapped_for_ranks(model, ranks, device)
+        trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+        optimiser = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
+        state = TrainingState(
+            model, optimiser, torch.optim.lr_scheduler.StepLR(optimiser, config.lr_step_epochs, gamma=0.1),
+            generator, torch.amp.GradScaler(device.type, enabled=config.precision == "fp16"),
+        )  # fmt: skip
+        checkpoint = _checkpoint(work_root, config, task, weights_source, train, val)
+        resume(state, checkpoint, "student")
+        history = fit(
+            state, config.epochs,
+            train_epoch=partial(_train_epoch, state=state, trained=trained, loader=loader, preprocess=preprocess,
+                                config=config, task=task, device=device, ranks=ranks, progress=progress),
+            validate=partial(_validate, model, val, preprocess, config, task, device, num_workers),
+            checkpoint=checkpoint, name="student", lr_key="student.lr", progress=progress, is_main=ranks.is_main,
+            barrier=partial(distributed.barrier, ranks),
+        )  # fmt: skip
     model.cpu().eval()
     if ranks.is_main:
         checkpoint.clear()
@@ -362,12 +399,16 @@ def save_student(
     config: StudentConfig,
     weights_source: dict,
     task: Task = DISTRIBUTION,
+    data_source: str | None = None,
 ) -> None:
-    """A self-describing checkpoint: architecture, input and normalisation, head sizes, weights source."""
+    """A self-describing checkpoint: architecture, input and normalisation, head sizes, weights source, and
+    what it was trained on (``data_source``: demo, ava, csv); it loads without running pickle code."""
     checkpoint = {
+        "kind": "student",
         "format": CHECKPOINT_FORMAT,
         "backbone": model_name(model.backbone),
         "weights_source": weights_source,
+        "data_source": data_source,
         "preprocess": preprocess.as_dict(),
         "feature_dim": model.output.in_features,
         "head": {
@@ -380,26 +421,33 @@ def save_student(
         "state_dict": model.state_dict(),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(path.name + ".partial")
-    torch.save(checkpoint, staging)
-    staging.replace(path)
+    with atomic_path(path) as staging:
+        torch.save(checkpoint, staging)
 
 
 def load_student(path: Path) -> tuple[Student, Preprocess, dict]:
     """The model, its preprocessing and the checkpoint (its ``task`` says how to read the outputs) from a
-    file written by :func:`save_student`; no weights download."""
-    if not Path(path).is_file():
-        raise UserError(f"student model not found: {path}")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    if checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise UserError(f"{path}: unknown checkpoint format {checkpoint.get('format')}")
-    backbone, _ = create_backbone(checkpoint["backbone"], "random", num_classes=0)
-    task = checkpoint_task(checkpoint)
-    semantic = checkpoint["head"].get("semantic", "none")
-    model = Student(backbone, checkpoint["feature_dim"], task.output_size, task.activation, semantic=semantic)
-    model.load_state_dict(checkpoint["state_dict"])
+    file written by :func:`save_student`; no weights download, and no code in the file runs: anything else
+    (a distiller, a random, truncated or crafted file) is refused in one line naming the file."""
+    checkpoint = safe_load(Path(path), "a student checkpoint (models/student.pt)")
+    kind = checkpoint.get("kind", "student" if "backbone" in checkpoint else None)  # format 1 had no kind
+    if kind != "student" or checkpoint.get("format") not in READABLE_FORMATS:
+        raise UserError(
+            f"{path}: not a student checkpoint (kind: {kind}, format: {checkpoint.get('format')}; "
+            f"this version reads formats {', '.join(map(str, READABLE_FORMATS))})"
+        )
+    try:
+        backbone, _ = create_backbone(checkpoint["backbone"], "random", num_classes=0)
+        task = checkpoint_task(checkpoint)
+        model = Student(backbone, checkpoint["feature_dim"], task.output_size, task.activation,
+                        semantic=checkpoint["head"].get("semantic", "none"))  # fmt: skip
+        model.load_state_dict(checkpoint["state_dict"])
+        preprocess = Preprocess.from_dict(checkpoint["preprocess"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"{path}: a damaged student checkpoint ({type(error).__name__}: {detail})") from None
     model.eval()
-    return model, Preprocess.from_dict(checkpoint["preprocess"]), checkpoint
+    return model, preprocess, checkpoint
 
 
 def checkpoint_task(checkpoint: dict) -> Task:

@@ -22,6 +22,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
+from iaakd.config import param
+
 # Real AVA tag ids (AVA_dataset/tags.txt) of the categories, and a few others used as second tags.
 CATEGORIES: dict[str, int] = {
     "animal": 19,
@@ -89,7 +91,7 @@ VOTES_MEDIAN, VOTES_RANGE = 200, (78, 549)
 
 @dataclass(frozen=True)
 class DemoConfig:
-    num_images: int = 600
+    num_images: int = param(600, minimum=40)
     seed: int = 0
     test_fraction: float = 0.25
     first_id: int = 100001
@@ -511,6 +513,32 @@ def generate_demo(root: Path, config: DemoConfig, progress: bool = True) -> dict
         "votes_max": int(votes.sum(axis=1).max()),
         "vote_sd_mean": float(vote_sds.mean()),
     }
+
+
+# Every factor of the latent score at its best (saturation, whose best depends on the category, unchanged).
+BEST_FACTORS = ImageFactors(
+    exposure=0.0, contrast=1.1, saturation=1.0, sharpness=0.0, noise=0.0, jpeg=95, tilt=0.0, placement=0.0
+)
+
+
+def generate_good_pool(folder: Path, num_images: int, seed: int, first_id: int = 900001,
+                       progress: bool = True) -> list[Path]:  # fmt: skip
+    """``num_images`` undistorted demo photos (:data:`BEST_FACTORS`, the demo's categories and sizes) as
+    ``<id>.jpg`` in ``folder``, from a generator of their own (``seed``; ids from ``first_id``, outside the
+    labelled demo's): a pool for self-supervised pretraining, which needs good photos and no labels."""
+    rng = np.random.default_rng([seed, 3])
+    names = list(CATEGORIES)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in tqdm(range(num_images), desc="pool images", disable=not progress):
+        category, size = names[int(rng.integers(len(names)))], SIZES[int(rng.integers(len(SIZES)))]
+        image = render_image(
+            np.random.default_rng(int(rng.integers(2**63 - 1))), category, size, BEST_FACTORS
+        )
+        path = folder / f"{first_id + i}.jpg"
+        image.save(path, quality=BEST_FACTORS.jpeg)
+        paths.append(path)
+    return paths
 
 
 def _write_list(path: Path, ids: list[str]) -> None:

@@ -4,6 +4,7 @@ paper's pad-then-centre-crop (Table VII)."""
 from __future__ import annotations
 
 import functools
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,8 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
+from iaakd.errors import UserError
+
 RESIZE_FILTERS = {
     "bilinear": Image.Resampling.BILINEAR,
     "bicubic": Image.Resampling.BICUBIC,
@@ -21,15 +24,61 @@ RESIZE_FILTERS = {
 INPUT_MODES = ("resize", "pad_crop")
 
 
+# What PIL raises for a file that is not a decodable image: OSError (UnidentifiedImageError, truncated
+# data), the decompression-bomb error (an Exception of its own, not an OSError), and the parsers' errors
+# for malformed headers and tags.
+DECODE_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    IndexError,
+    TypeError,
+    struct.error,
+    Image.DecompressionBombError,
+)
+ORIENTATION_TAG = 0x0112  # EXIF orientation
+_TRANSPOSED = {value: value for value in range(2, 9)}  # the orientations PIL's exif_transpose applies
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation as :func:`ImageOps.exif_transpose` reads it, 2 to 8 for an image it turns or
+    flips, 1 for any other (missing, 0, 9, -6, a text from a malformed tag): what the scan records, the
+    device decoder applies and ``load_rgb`` does always agree."""
+    try:
+        return _TRANSPOSED.get(image.getexif().get(ORIENTATION_TAG, 1), 1)
+    except TypeError:  # an unhashable value: no transpose either
+        return 1
+
+
+def decode_problem(error: BaseException) -> str:
+    """The first line of a decoding error, short, for one line of output."""
+    if isinstance(error, FileNotFoundError):
+        return "missing"
+    return str(error).splitlines()[0][:100] if str(error) else type(error).__name__
+
+
 def load_rgb(path: str | Path, draft: tuple[int, int] | None = None) -> Image.Image:
     """Decodes an image as RGB with EXIF orientation applied. ``draft``: a JPEG is decoded at the smallest
     of 1/1, 1/2, 1/4 or 1/8 scale that is still at least this size (PIL's draft mode, DCT scaling):
-    several times faster, with pixels close to, not equal to, a full decode followed by a resize."""
-    with Image.open(path) as image:
-        if draft is not None and image.format == "JPEG":
-            image.draft("RGB", draft)
-        image = ImageOps.exif_transpose(image)
-        return image.convert("RGB")
+    several times faster, with pixels close to, not equal to, a full decode followed by a resize.
+
+    A file that cannot be decoded (missing, truncated, not an image, a decompression bomb) is a
+    :class:`UserError` naming it: the scan found it decodable, so it changed since."""
+    try:
+        with Image.open(path) as image:
+            if draft is not None and image.format == "JPEG":
+                image.draft("RGB", draft)
+            image = ImageOps.exif_transpose(image)
+            return image.convert("RGB")
+    except DECODE_ERRORS as error:
+        raise _changed_since_scan(path, error) from None
+
+
+def _changed_since_scan(path: str | Path, error: BaseException) -> UserError:
+    return UserError(
+        f"{path}: cannot decode it ({decode_problem(error)}); has it changed since it was scanned?"
+    )
 
 
 @dataclass(frozen=True)
@@ -166,8 +215,11 @@ JPEG_MAGIC = b"\xff\xd8"
 
 
 def _orientation(path: str | Path) -> int:
-    with Image.open(path) as image:  # reads the header only
-        return int(image.getexif().get(0x0112, 1))
+    try:
+        with Image.open(path) as image:  # reads the header only
+            return exif_orientation(image)
+    except DECODE_ERRORS as error:
+        raise _changed_since_scan(path, error) from None
 
 
 class EncodedImageDataset(Dataset):
@@ -181,7 +233,10 @@ class EncodedImageDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[int, torch.Tensor, int]:
-        content = Path(self.paths[index]).read_bytes()
+        try:
+            content = Path(self.paths[index]).read_bytes()
+        except OSError as error:
+            raise _changed_since_scan(self.paths[index], error) from None
         if content[:2] != JPEG_MAGIC:
             return index, Preprocess((0, 0, 0), (1, 1, 1)).load(self.paths[index]), 1
         return index, torch.frombuffer(bytearray(content), dtype=torch.uint8), _orientation(self.paths[index])

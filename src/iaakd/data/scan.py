@@ -20,9 +20,10 @@ import pyarrow as pa
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from iaakd.data.images import DECODE_ERRORS, decode_problem, exif_orientation
+from iaakd.data.images import ORIENTATION_TAG as ORIENTATION_TAG  # noqa: F401 - used by the scan's callers
 from iaakd.features import write_parquet_atomic
 
-ORIENTATION_TAG = 0x0112  # EXIF orientation
 UNUSUAL_POLICIES = ("decode", "skip")  # data.unusual_images
 SCAN_COLUMNS = ["path", "size_bytes", "mtime_ns", "width", "height", "mode", "format", "orientation",
                 "file_hash", "problem"]  # fmt: skip
@@ -65,7 +66,7 @@ def scan_image(path: str) -> ImageScan:
         content = Path(path).read_bytes()
         with Image.open(io.BytesIO(content)) as image:
             image.load()  # a truncated file fails here
-            orientation = int(image.getexif().get(ORIENTATION_TAG, 1) or 1)
+            orientation = exif_orientation(image)
             width, height = image.size
             if orientation in (5, 6, 7, 8):  # rotated by 90 degrees when decoded
                 width, height = height, width
@@ -83,9 +84,10 @@ def scan_image(path: str) -> ImageScan:
     except UnidentifiedImageError:
         reason = "empty file" if status.st_size == 0 else "not an image format PIL can decode"
         return ImageScan(path, status.st_size, status.st_mtime_ns, problem=f"unreadable: {reason}")
-    except (OSError, SyntaxError, ValueError) as error:  # truncated or corrupt data
-        reason = str(error).splitlines()[0][:100] if str(error) else type(error).__name__
-        return ImageScan(path, status.st_size, status.st_mtime_ns, problem=f"unreadable: {reason}")
+    except DECODE_ERRORS as error:  # truncated or corrupt data, a decompression bomb, a malformed header
+        return ImageScan(
+            path, status.st_size, status.st_mtime_ns, problem=f"unreadable: {decode_problem(error)}"
+        )
 
 
 def _stat_key(path: str) -> tuple[str, int, int]:

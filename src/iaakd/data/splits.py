@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
+from iaakd.config import Rule, param
 from iaakd.data.ava import read_id_list
 from iaakd.errors import UserError
 
@@ -16,12 +18,19 @@ SPLIT_NAMES = ("official", "ilgnet", "random")
 
 @dataclass(frozen=True)
 class SplitConfig:
-    name: str = "official"
+    name: str = param("official", choices=SPLIT_NAMES)
     seed: int = 0
-    val_fraction: float = 0.1
-    num_folds: int = 3
-    fold: int = 0
-    test_size: float = 0.2  # a fraction of the images, or a count when > 1
+    val_fraction: float = param(0.1, minimum=0, below=1)
+    num_folds: int = param(3, minimum=1)
+    fold: int = param(0, minimum=0)
+    test_size: float = param(0.2, above=0)  # a fraction of the images, or a count when > 1
+    label_fraction: float = param(
+        1.0, above=0, maximum=1
+    )  # share of the training split that keeps its labels
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(lambda c: c.fold < c.num_folds, "{prefix}.fold={fold} must be < {prefix}.num_folds={num_folds}"),
+    )
 
 
 def _member(ids: np.ndarray, names: list[str] | np.ndarray) -> np.ndarray:
@@ -36,10 +45,22 @@ def _carve_validation(train_ids: np.ndarray, fraction: float, seed: int) -> tupl
     return shuffled[n_val:], shuffled[:n_val]
 
 
+def _withhold_labels(train_ids: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training ids that keep their labels, those whose labels are withheld): ``fraction`` of them, at least
+    one, drawn with ``seed`` from a stream of its own, so the validation ids do not move with it."""
+    if fraction >= 1:
+        return train_ids, train_ids[:0]
+    shuffled = np.random.default_rng([seed, 1]).permutation(np.sort(train_ids))
+    n_kept = max(1, int(round(fraction * len(shuffled))))
+    return shuffled[:n_kept], shuffled[n_kept:]
+
+
 def make_split(
     image_ids: pd.Series, config: SplitConfig, test_list: Path | None = None, train_list: Path | None = None
 ) -> pd.DataFrame:
-    """DataFrame (image_id, split) with split in {train, val, test}; ids named by a list but unlabelled are ignored.
+    """DataFrame (image_id, split) with split in {train, val, test, unlabeled}; ids named by a list but
+    unlabelled are ignored. ``unlabeled``: training images whose labels are withheld
+    (``label_fraction`` < 1); neither the distiller nor the student sees their labels.
 
     ``official`` and ``ilgnet`` take the test ids from ``test_list`` (``generic_test.jpgl``, ILGnet's val file);
     ``ilgnet`` also restricts training to ``train_list``. ``random`` draws ``num_folds`` disjoint test sets
@@ -72,10 +93,13 @@ def make_split(
     if len(test_ids) == 0:
         raise UserError(f"split.name={config.name}: no labelled image is in the test list")
     train_ids, val_ids = _carve_validation(train_pool, config.val_fraction, config.seed)
+    train_ids, withheld_ids = _withhold_labels(train_ids, config.label_fraction, config.seed)
+    parts = (("train", train_ids), ("val", val_ids), ("test", test_ids), ("unlabeled", withheld_ids))
     frame = pd.concat(
         [
             pd.DataFrame({"image_id": part, "split": name})
-            for name, part in (("train", train_ids), ("val", val_ids), ("test", test_ids))
+            for name, part in parts
+            if len(part) or name != "unlabeled"
         ],
         ignore_index=True,
     )

@@ -3,15 +3,12 @@ line per mistake), provenance, atomic JSON output, and the entry-point wrapper."
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import platform
 import shlex
 import subprocess
 import sys
-import types
-import typing
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,9 +18,13 @@ import timm
 import torch
 import yaml
 
+from iaakd.atomic import atomic_write_text
+from iaakd.config import build_config, check_type  # noqa: F401  (the stages' entry to declared params)
+from iaakd.data.tables import PipelineTables
 from iaakd.distributed import launched_by_torchrun
 from iaakd.errors import UserError
 from iaakd.metrics import round_floats
+from iaakd.tasks import Task
 
 PARAMS_FILE = Path("params.yaml")
 LABELS = Path("data/labels.parquet")
@@ -35,6 +36,18 @@ DISTILLER_MODEL = Path("models/distiller.pt")
 STUDENT_MODEL = Path("models/student.pt")
 DEMO_ROOT = Path("data/demo")
 WORK_DIR = Path(".work")  # outside DVC's outputs: scan cache, training checkpoints (DESIGN.md)
+
+
+def tables() -> PipelineTables:
+    """The pipeline's tables where the stages write them."""
+    return PipelineTables(LABELS, SPLIT, TEACHER_DIR, FEATURES_DIR, WORK_DIR, progress=show_progress())
+
+
+def task_from_params(params: dict, pipeline: PipelineTables | None = None) -> Task:
+    """The output type (``task.output``), the labels' score range, and the cut-off (``evaluate.cutoff``)."""
+    output = section(params, "task").get("output", "distribution")
+    cutoff = check_type(section(params, "evaluate").get("cutoff", 5.0), float, "evaluate.cutoff")
+    return (pipeline or tables()).task(output, cutoff)
 
 
 def load_params(path: Path = PARAMS_FILE) -> dict:
@@ -52,63 +65,6 @@ def section(params: dict, key: str) -> dict:
     if not isinstance(value, dict):
         raise UserError(f"params: '{key}' is missing or not a mapping")
     return value
-
-
-def check_type(value: object, annotation: object, key: str) -> object:
-    """Checks ``value`` against a simple annotation (bool, int, float, str, list[int], X | None, dataclass)."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(annotation)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return check_type(value, option, key)
-            except UserError as error:
-                errors.append(str(error))
-        raise UserError(errors[0])
-    if origin is list:
-        if not isinstance(value, list):
-            raise UserError(f"params: '{key}' must be a list, got {value!r}")
-        (item_type,) = typing.get_args(annotation)
-        return [check_type(item, item_type, f"{key}[{i}]") for i, item in enumerate(value)]
-    if dataclasses.is_dataclass(annotation):
-        if not isinstance(value, dict):
-            raise UserError(f"params: '{key}' must be a mapping, got {value!r}")
-        return build_config(annotation, value, key)
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise UserError(f"params: '{key}' must be true or false, got {value!r}")
-        return value
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise UserError(f"params: '{key}' must be an integer, got {value!r}")
-        return value
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise UserError(f"params: '{key}' must be a number, got {value!r}")
-        return float(value)
-    if annotation is str:
-        if not isinstance(value, str):
-            raise UserError(f"params: '{key}' must be a string, got {value!r}")
-        return value
-    return value
-
-
-def build_config(cls: type, values: dict, prefix: str, ignore: tuple[str, ...] = ()):
-    """A dataclass from a params mapping: unknown keys and wrong types are errors naming the key."""
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    for key in values:
-        if key not in names and key not in ignore:
-            raise UserError(f"params: unknown key '{prefix}.{key}'; known: {', '.join(sorted(names))}")
-    kwargs = {
-        name: check_type(values[name], hints[name], f"{prefix}.{name}") for name in names if name in values
-    }
-    return cls(**kwargs)
 
 
 def require(condition: bool, message: str) -> None:
@@ -130,8 +86,12 @@ def require_fraction(key: str, value: float, closed_high: bool = False) -> None:
     )
 
 
-def provenance(device: str = "cpu", precision: str = "fp32") -> dict:
-    """Where and with what a result was produced. No timestamps, so reruns can be byte-identical."""
+def provenance(*, device: str | None, precision: str | None) -> dict:
+    """Where and with what a result was produced. No timestamps, so reruns can be byte-identical.
+
+    ``device`` and ``precision`` are those the result's models ran with (for example ``"cuda:0"`` and
+    ``"bf16"``), required so that no caller can record defaults by accident; ``None`` for a result that
+    ran no model (the dataset stage's statistics), and recorded as ``null``."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
@@ -152,20 +112,48 @@ def provenance(device: str = "cpu", precision: str = "fp32") -> dict:
 
 
 def write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(path.name + ".partial")
-    staging.write_text(json.dumps(round_floats(payload), indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(staging, path)
+    """``payload`` with floats rounded (NaN as null), as indented JSON, written atomically: a killed run
+    leaves the old file or the new one, never half of one (:func:`iaakd.atomic.atomic_write_text`)."""
+    atomic_write_text(path, json.dumps(round_floats(payload), indent=2, sort_keys=False) + "\n")
+
+
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+DEVICE_CHOICES = "cpu, cuda, cuda:<index> or mps (unset: cuda when available, else cpu)"
 
 
 def device_from_env() -> torch.device:
-    """The device comes from the environment (IAAKD_DEVICE), not params: it must not invalidate stages."""
-    name = os.environ.get("IAAKD_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """The device comes from the environment (IAAKD_DEVICE), not params: it must not invalidate stages.
+    A value that is not a device, or one this machine does not have, is one line naming the variable."""
+    name = os.environ.get("IAAKD_DEVICE", "").strip()
+    if not name:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UserError(f"IAAKD_DEVICE='{name}' is not a device; use {DEVICE_CHOICES}") from None
+    if device.type not in DEVICE_TYPES or (device.type != "cuda" and device.index):
+        raise UserError(f"IAAKD_DEVICE='{name}' is not a device; use {DEVICE_CHOICES}")
+    count = torch.cuda.device_count() if device.type == "cuda" and torch.cuda.is_available() else 0
+    if device.type == "cuda" and count == 0:
+        raise UserError(f"IAAKD_DEVICE='{name}': CUDA is not available on this machine; use cpu")
+    if device.type == "cuda" and (device.index or 0) >= count:
+        raise UserError(f"IAAKD_DEVICE='{name}': this machine has cuda:0 to cuda:{count - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"IAAKD_DEVICE='{name}': MPS is not available on this machine; use cpu")
+    return device
 
 
 def num_workers_from_env() -> int:
-    return int(os.environ.get("IAAKD_NUM_WORKERS", "0"))
+    """Data loader worker processes (IAAKD_NUM_WORKERS, unset: 0, loading in the main process); anything
+    but a whole number >= 0 is one line naming the variable."""
+    value = os.environ.get("IAAKD_NUM_WORKERS", "").strip()
+    if not value:
+        return 0
+    if not value.isdigit():  # digits only: no sign, no fraction
+        raise UserError(
+            f"IAAKD_NUM_WORKERS='{value}' must be a whole number >= 0 (0: load in the main process)"
+        )
+    return int(value)
 
 
 def show_progress() -> bool:

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from iaakd.config import Rule, param
 from iaakd.data.ava import AvaLayout, load_ava
 from iaakd.data.csv_source import load_csv, read_csv_labels
 from iaakd.data.scan import UNUSUAL_POLICIES
@@ -32,38 +34,34 @@ class ColumnsConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = "demo"
+    source: str = param("demo", choices=SOURCES)
     root: str = "data/demo"
     labels_file: str | None = None
     images_dir: str | None = None
-    max_missing_fraction: float = 0.0
-    unusual_images: str = "decode"  # PNG, CMYK, grey or EXIF-rotated files: decode (to upright RGB) | skip
+    max_missing_fraction: float = param(0.0, minimum=0, maximum=1)
+    unusual_images: str = param(
+        "decode", choices=UNUSUAL_POLICIES
+    )  # PNG, CMYK, grey, EXIF-rotated: decode | skip
     score_range: list[float] | None = None  # csv with scores: [low, high] in the data's units
     columns: ColumnsConfig = field(default_factory=ColumnsConfig)
 
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            lambda c: (
+                c.score_range is None or (len(c.score_range) == 2 and c.score_range[0] < c.score_range[1])
+            ),
+            "{prefix}.score_range={score_range} must be [low, high] with low < high",
+        ),
+        Rule(lambda c: c.source == "demo" or Path(c.root).is_dir(), "{prefix}.root={root} is not a folder"),
+        Rule(
+            lambda c: c.source != "csv" or c.labels_file is not None,
+            "{prefix}.source=csv needs {prefix}.labels_file (the CSV)",
+        ),
+    )
+
 
 def data_config(params: dict) -> DataConfig:
-    config = common.build_config(DataConfig, common.section(params, "data"), "data", ignore=("seed", "demo"))
-    common.require(
-        config.source in SOURCES, f"params: data.source='{config.source}' is not one of {', '.join(SOURCES)}"
-    )
-    common.require_fraction("data.max_missing_fraction", config.max_missing_fraction, closed_high=True)
-    common.require(
-        config.unusual_images in UNUSUAL_POLICIES,
-        f"params: data.unusual_images='{config.unusual_images}' is not one of {', '.join(UNUSUAL_POLICIES)}",
-    )
-    if config.score_range is not None:
-        common.require(
-            len(config.score_range) == 2 and config.score_range[0] < config.score_range[1],
-            f"params: data.score_range={config.score_range} must be [low, high] with low < high",
-        )
-    if config.source != "demo":
-        common.require(Path(config.root).is_dir(), f"params: data.root={config.root} is not a folder")
-    if config.source == "csv":
-        common.require(
-            config.labels_file is not None, "params: data.source=csv needs data.labels_file (the CSV)"
-        )
-    return config
+    return common.build_config(DataConfig, common.section(params, "data"), "data", ignore=("seed", "demo"))
 
 
 def layout_from_params(config: DataConfig) -> AvaLayout:
@@ -167,7 +165,7 @@ def main(_argv: list[str]) -> None:
             if (low, high) == (1.0, 10.0)
             else None,  # AVA's units
             "votes_median": float(np.median(labels["n_votes"])) if metadata["has_votes"] else None,
-            "provenance": common.provenance(),
+            "provenance": common.provenance(device=None, precision=None),  # no model ran
         },
     )
     print(f"dataset: {len(labels)} usable images, {len(skipped)} rows skipped (listed in {common.SKIPPED})")

@@ -12,10 +12,6 @@ def main(_argv: list[str]) -> None:
     data = common.section(common.load_params(), "data")
     demo = data.get("demo") or {}
     config = common.build_config(DemoConfig, {"seed": data.get("seed", 0), **demo}, "data.demo")
-    common.require(
-        config.num_images >= 40,
-        f"params: data.demo.num_images={config.num_images} is too small (at least 40)",
-    )
     staging = common.DEMO_ROOT.with_name(common.DEMO_ROOT.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     summary = generate_demo(staging, config, progress=common.show_progress())

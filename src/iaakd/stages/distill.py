@@ -2,15 +2,38 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
-import torch
+import numpy as np
 
+from iaakd.data.tables import ground_truth, targets
 from iaakd.feature_rows import RowSubset
 from iaakd.plots import training_curves
-from iaakd.stages import common, data_access
-from iaakd.teacher import DistillerConfig, predict_output, train_distiller
+from iaakd.stages import common
+from iaakd.tasks import Task
+from iaakd.teacher import (
+    DistillerConfig,
+    iter_out_of_fold_knowledge,
+    predict_output,
+    save_distiller,
+    train_distiller,
+    train_fold_distillers,
+)
+
+
+def metrics(frame, task: Task, mask: np.ndarray, output: np.ndarray) -> dict:
+    """The task's metrics of ``output`` on ``frame``'s rows in ``mask``; predictions that make SRCC undefined
+    (constant, or not finite) end the stage in one line, before anything is written."""
+    truth = ground_truth(frame)
+    result = task.metrics(
+        output, frame["mean_score"].to_numpy()[mask], truth[mask] if truth is not None else None
+    )
+    common.require(
+        result["srcc"] is not None,
+        f"distill: the distiller's predictions on {int(mask.sum())} images are constant or not finite, so SRCC is"
+        " undefined; the model learnt nothing usable (check the features, or raise distiller.epochs)",
+    )
+    return result
 
 
 def main(_argv: list[str]) -> None:
@@ -23,76 +46,39 @@ def main(_argv: list[str]) -> None:
         backbones and all(b in available for b in backbones),
         f"params: distiller.backbones {backbones} must be a non-empty subset of features.backbones {available}",
     )
-    common.require(
-        config.keep in ("best", "last"), f"params: distiller.keep='{config.keep}' is not one of best, last"
-    )
-    common.require_positive(
-        "distiller", epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
-        lr_step_epochs=config.lr_step_epochs, hidden=min(config.hidden, default=0),
-    )  # fmt: skip
-    common.require_fraction("distiller.dropout", config.dropout)
-    common.require(
-        config.weight_decay >= 0, f"params: distiller.weight_decay={config.weight_decay} must be >= 0"
-    )
-    task = data_access.task_from_params(params)
-    frame = data_access.labels_with_split()
-    matrix, metadata = data_access.teacher_input(backbones)
+    pipeline = common.tables()
+    task = common.task_from_params(params, pipeline)
+    frame = pipeline.labels_with_split()
+    matrix, metadata = pipeline.teacher_input(backbones)
     rows = matrix.row_of(frame["image_id"])
-    targets = data_access.targets(frame, task)
+    training_targets = targets(frame, task)
     parts = {name: (frame["split"] == name).to_numpy() for name in ("train", "val")}
     common.require(parts["val"].sum() > 0, "split: the validation part is empty; raise split.val_fraction")
-    model, history = train_distiller(
-        RowSubset(matrix, rows[parts["train"]]),
-        targets[parts["train"]],
-        RowSubset(matrix, rows[parts["val"]]),
-        targets[parts["val"]],
-        config,
-        task,
-        progress=common.show_progress(),
-        work_root=common.WORK_DIR / "distill",
-    )
-    common.DISTILLER_MODEL.parent.mkdir(parents=True, exist_ok=True)
-    staging = common.DISTILLER_MODEL.with_name(common.DISTILLER_MODEL.name + ".partial")
-    torch.save(
-        {
-            "config": asdict(config),
-            "task": task.as_dict(),
-            "backbones": backbones,
-            "input_dim": matrix.dim,
-            "feature_metadata": metadata,
-            "state_dict": model.state_dict(),
-        },
-        staging,
-    )
-    staging.replace(common.DISTILLER_MODEL)
-
-    results = {}
-    true_distribution = data_access.ground_truth(frame)
-    for name, mask in parts.items():
-        output = predict_output(model, RowSubset(matrix, rows[mask]))
-        results[name] = task.metrics(
-            output,
-            frame["mean_score"].to_numpy()[mask],
-            true_distribution[mask] if true_distribution is not None else None,
-        )
-    gap = (
-        None
-        if results["train"]["srcc"] is None or results["val"]["srcc"] is None
-        else results["train"]["srcc"] - results["val"]["srcc"]
-    )
-    best_epoch = min(history.rows, key=lambda row: row["val_loss"])["epoch"]
+    data = (RowSubset(matrix, rows[parts["train"]]), training_targets[parts["train"]], RowSubset(matrix, rows[parts["val"]]),
+            training_targets[parts["val"]], config, task, common.show_progress(), common.WORK_DIR / "distill")  # fmt: skip
+    model, history = train_distiller(*data)
+    folds, fold_models = train_fold_distillers(*data) if config.out_of_fold else (None, [])
+    results = {name: metrics(frame, task, mask, predict_output(model, data[0 if name == "train" else 2]))
+               for name, mask in parts.items()}  # fmt: skip
+    if fold_models:  # each training image scored by the fold distiller that did not see it
+        knowledge = iter_out_of_fold_knowledge(model, fold_models, folds, data[0])
+        out_of_fold = np.concatenate([output for output, *_ in knowledge])
+        results["train_out_of_fold"] = metrics(frame, task, parts["train"], out_of_fold)
+    train_ids = frame["image_id"].to_numpy()[parts["train"]]
+    held_out = [(train_ids[folds == k].tolist(), fold) for k, fold in enumerate(fold_models)]
+    save_distiller(common.DISTILLER_MODEL, model, config, task, backbones, metadata, held_out)
     common.write_json(
         Path("metrics/distill.json"),
         {
             **results,
-            "train_val_srcc_gap": gap,
+            "train_val_srcc_gap": results["train"]["srcc"] - results["val"]["srcc"],  # both known: see above
             "epochs": config.epochs,
-            "kept_epoch": best_epoch if config.keep == "best" else config.epochs,
+            "kept_epoch": history.kept_epoch,
             "input_dim": matrix.dim,
             "teacher_feature_dim": model.feature_dim,
             "backbones": backbones,
             "output": task.output,
-            "provenance": common.provenance(),
+            "provenance": common.provenance(device="cpu", precision="fp32"),
         },
     )
     training_curves(history.rows, Path("plots/distill"), "distiller")

@@ -7,27 +7,29 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
+from iaakd.config import param
 from iaakd.costs import backbone_costs, gmacs
 from iaakd.data.ava import CATEGORY_TAGS
-from iaakd.metrics import bootstrap_srcc_ci, srcc
+from iaakd.data.tables import ground_truth, tags
+from iaakd.metrics import bootstrap_srcc_ci, require_finite_predictions, srcc
 from iaakd.models import count_parameters
 from iaakd.plots import predictions
-from iaakd.stages import common, data_access
+from iaakd.stages import common
 from iaakd.student import checkpoint_task, load_student, predict
 from iaakd.tasks import Task
+from iaakd.teacher import load_distiller
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
     seed: int = 0
-    bootstrap_resamples: int = 1000
+    bootstrap_resamples: int = param(1000, above=0)
     cutoff: float = 5.0
 
 
 def teacher_costs(distiller_file: Path, height: int, width: int) -> tuple[float, float]:
-    saved = torch.load(distiller_file, map_location="cpu", weights_only=False)
+    _, saved = load_distiller(distiller_file)
     params_m, macs = 0.0, 0.0
     for backbone in saved["backbones"]:
         backbone_params, backbone_macs = backbone_costs(backbone, height, width)
@@ -56,27 +58,42 @@ def per_category(frame: pd.DataFrame, output: np.ndarray, task: Task) -> dict:
     return results
 
 
+def format_metric(value: float | None) -> str:
+    """Three decimals, or "n/a" where the metric is undefined (a test split of fewer than 3 images, or
+    with every true score equal, has no SRCC)."""
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def evaluate_config(params: dict) -> EvaluateConfig:
+    return common.build_config(EvaluateConfig, common.section(params, "evaluate"), "evaluate")
+
+
 def main(_argv: list[str]) -> None:
-    params = common.load_params()
-    config = common.build_config(EvaluateConfig, common.section(params, "evaluate"), "evaluate")
-    frame = data_access.labels_with_split()
+    config = evaluate_config(common.load_params())
+    pipeline = common.tables()
+    frame = pipeline.labels_with_split()
     train_above = (frame.loc[frame["split"] == "train", "mean_score"] > config.cutoff).mean()
     test = frame[frame["split"] == "test"].reset_index(drop=True)
-    true_distribution, true_score = data_access.ground_truth(test), test["mean_score"].to_numpy()
-    teacher_output, _ = data_access.teacher_knowledge(test["image_id"].tolist())
+    true_distribution, true_score = ground_truth(test), test["mean_score"].to_numpy()
+    teacher_output, _ = pipeline.teacher_knowledge(test["image_id"].tolist())
     student, preprocess, checkpoint = load_student(common.STUDENT_MODEL)
     trained = checkpoint_task(checkpoint)
     task = Task(trained.output, trained.score_range, config.cutoff)  # the cut-off is evaluate's
+    device, precision = common.device_from_env(), checkpoint["config"].get("precision", "fp32")
     student_output = predict(
         student,
         test["path"].tolist(),
         preprocess,
         num_workers=common.num_workers_from_env(),
         progress=common.show_progress(),
-        device=common.device_from_env(),
-        precision=checkpoint["config"].get("precision", "fp32"),
-        tags=data_access.tags(test) if student.semantic == "input" else None,
+        device=device,
+        precision=precision,
+        tags=tags(test, common.LABELS) if student.semantic == "input" else None,
     )
+    # Before anything is written: a collapsed or diverged model is an error, not a metrics file of nulls
+    image_ids = test["image_id"].tolist()
+    require_finite_predictions(f"teacher ({common.TEACHER_DIR})", teacher_output, image_ids)
+    require_finite_predictions(f"student ({common.STUDENT_MODEL})", student_output, image_ids)
 
     height, width = test.groupby(["height", "width"]).size().idxmax()  # the most common test image size
     teacher_params, teacher_macs = teacher_costs(common.DISTILLER_MODEL, int(height), int(width))
@@ -105,7 +122,7 @@ def main(_argv: list[str]) -> None:
     report["per_category"] = per_category(test, student_output, task)
     report["per_category_teacher"] = per_category(test, teacher_output, task)
     report["student_backbone"] = checkpoint["backbone"]
-    report["provenance"] = common.provenance()
+    report["provenance"] = common.provenance(device=str(device), precision=precision)
     common.write_json(Path("metrics/evaluate.json"), report)
     outputs = {"teacher": teacher_output, "student": student_output}
     predictions(
@@ -116,8 +133,9 @@ def main(_argv: list[str]) -> None:
         {name: task.predicted_high(output) for name, output in outputs.items()},
     )
     print(
-        f"evaluate: teacher SRCC {report['teacher']['srcc']:.3f}, student SRCC {report['student']['srcc']:.3f}, "
-        f"noise ceiling {report['noise_ceiling_srcc']}"
+        f"evaluate: teacher SRCC {format_metric(report['teacher']['srcc'])}, "
+        f"student SRCC {format_metric(report['student']['srcc'])}, "
+        f"noise ceiling {format_metric(report['noise_ceiling_srcc'])}"
     )
 
 

@@ -18,7 +18,6 @@ def main(_argv: list[str]) -> None:
     params = common.load_params()
     split_params = common.section(params, "split")
     config = common.build_config(SplitConfig, split_params, "split", ignore=("ilgnet_dir",))
-    common.require_fraction("split.val_fraction", config.val_fraction)
     data = data_config(params)
     common.require(
         data.source != "csv" or config.name == "random",
@@ -35,7 +34,7 @@ def main(_argv: list[str]) -> None:
         }.get(config.name, (None, None))
     split = make_split(labels["image_id"], config, test_list, train_list)
     write_parquet_atomic(pa.Table.from_pandas(split, preserve_index=False), common.SPLIT)
-    counts = {name: int((split["split"] == name).sum()) for name in ("train", "val", "test")}
+    counts = {name: int((split["split"] == name).sum()) for name in ("train", "val", "test", "unlabeled")}
     # Ids a list names that have no usable labelled image (most of AVA's lists, with a partial download)
     # are left out of the split; how many is said here and in metrics/split.json.
     unlabelled = 0

@@ -1,0 +1,78 @@
+"""``iaakd``: one command for a trained student. ``iaakd score``, ``iaakd export``, ``iaakd explain``, ``iaakd plan``.
+
+Bad input ends in one line, ``error: ...``, with exit status 1; ``score`` and ``explain`` exit with 2 when
+some files could not be read (their rows say why).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn
+
+from iaakd.errors import UserError
+
+EXIT_USAGE = 1
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one ``error:`` line and status 1 (argparse's own status 2 means "some files failed" here)."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+def build_parser(prog: str = "iaakd") -> argparse.ArgumentParser:
+    from iaakd import explain, export, score
+
+    parser = _Parser(prog=prog, description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    score.add_arguments(
+        commands.add_parser("score", help="score photos: CSV or JSON lines, one row per file", description=score.__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    )  # fmt: skip
+    export.add_arguments(
+        commands.add_parser("export", help="ONNX and torch.export (.pt2) files with their preprocessing",
+                            description=export.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    )  # fmt: skip
+    explain.add_arguments(
+        commands.add_parser("explain", help="LayerCAM heat maps and a contact sheet of the best and worst",
+                            description=explain.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    )  # fmt: skip
+    plan = commands.add_parser(
+        "plan", help="backbone sizes and feature storage (python -m iaakd.plan)", add_help=False
+    )
+    plan.add_argument("plan_args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str = "iaakd") -> None:
+    """``prog``: the name in messages (``iaakd-score`` calls this with ``score`` prepended)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["plan"]:  # the planner parses its own arguments
+        from iaakd.plan import main as plan_main
+
+        plan_main(argv[1:])
+        return
+    args = build_parser(prog).parse_args(argv)
+    try:
+        status = _run(args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    sys.exit(status)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "score":
+        from iaakd.score import run
+    elif args.command == "export":
+        from iaakd.export import run
+    else:
+        from iaakd.explain import run
+    return run(args)
+
+
+if __name__ == "__main__":
+    main()

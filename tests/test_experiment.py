@@ -1,0 +1,66 @@
+"""scripts/experiment.py, what the result scripts share: teacher knowledge looked up by image id, and
+resumable results written so that a kill never leaves a file the next run cannot read."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import REPO_ROOT
+
+from iaakd import atomic
+from iaakd.errors import UserError
+
+
+@pytest.fixture
+def experiment(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "scripts"))
+    import experiment
+
+    monkeypatch.setattr(experiment, "RAN", set())
+    return experiment
+
+
+def test_knowledge_of_an_id_not_in_the_frame_is_an_error_not_the_last_rows(experiment):
+    """``get_indexer`` gives -1 for an unknown id: the last image's knowledge, silently."""
+    position = pd.Index(["10", "11", "12"])
+    outputs, features = np.array([[0.0], [1.0], [2.0]]), np.array([[5.0], [6.0], [7.0]])
+    output, feature = experiment.knowledge_rows(position, ["12", "10"], outputs, features)
+    assert output.tolist() == [[2.0], [0.0]] and feature.tolist() == [[7.0], [5.0]]
+    unknown = [str(i) for i in range(20, 27)]
+    with pytest.raises(
+        UserError,
+        match=r"^no teacher knowledge for 7 of 8 images, for example '20', '21', '22', '23', '24' \(not in",
+    ):
+        experiment.knowledge_rows(position, ["11", *unknown], outputs, features)
+
+
+def test_results_killed_mid_write_keep_the_last_complete_file(experiment, tmp_path, monkeypatch):
+    out = tmp_path / "results" / "ablations.json"
+    experiment.write_results(out, {"signature": {"a": 1}, "tables": {"v": {"rows": []}}})
+
+    def killed(_path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(atomic, "_fsync_file", killed)
+    with pytest.raises(KeyboardInterrupt):
+        experiment.write_results(out, {"signature": {"a": 1}, "tables": {"v": {"rows": []}, "vi": {}}})
+    assert experiment.earlier_results(out, {"a": 1})["tables"] == {"v": {"rows": []}}
+    assert [path.name for path in out.parent.iterdir()] == ["ablations.json"]
+
+
+def test_a_results_file_cut_short_by_an_older_version_starts_again(experiment, tmp_path, capsys):
+    out = tmp_path / "ablations.json"
+    out.write_text('{"signature": {"a": 1}, "tables": {"v": ')
+    assert experiment.earlier_results(out, {"a": 1}) == {}
+    assert "not readable JSON; starting again" in capsys.readouterr().out
+
+
+def test_results_record_the_devices_and_precisions_their_models_ran_with(experiment, tmp_path):
+    out = tmp_path / "kd.json"
+    experiment.write_results(out, {})
+    assert json.loads(out.read_text())["provenance"]["device"] is None  # nothing trained yet
+    experiment.RAN.update({("cuda:0", "bf16"), ("cpu", "fp32")})
+    experiment.write_results(out, {})
+    provenance = json.loads(out.read_text())["provenance"]
+    assert (provenance["device"], provenance["precision"]) == ("cpu, cuda:0", "bf16, fp32")
