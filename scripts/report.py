@@ -4,6 +4,11 @@ result sections between their markers.
 
     python scripts/report.py            # writes results/REPORT.md, results/plots/*.png, README.md
     python scripts/report.py --check    # exits 1 if README.md or results/REPORT.md is out of date
+
+--check reads the result files as committed (git HEAD), so that `make repro` on another machine, which moves
+metrics/*.json in the last digits, does not make the committed README look stale; where the working tree's
+results differ from the committed ones, it also accepts a README made from them (`report.py` run, not yet
+committed). Without git (an unpacked archive) it reads the working tree.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -272,15 +278,38 @@ SECTIONS = [  # in the paper's order
 ]  # fmt: skip
 
 
-def tables() -> dict[str, str | None]:
+ResultReader = Callable[[Path], str | None]
+
+
+def working_tree_text(path: Path) -> str | None:
+    """The file as it is on disk, or None where it is not there."""
+    return path.read_text(encoding="utf-8") if path.is_file() else None
+
+
+def committed_reader() -> ResultReader | None:
+    """A reader of files as committed at git HEAD, or None where there is no git repository with a commit."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], capture_output=True, text=True)
+    except OSError:  # no git installed
+        return None
+    if head.returncode != 0:
+        return None
+
+    def committed_text(path: Path) -> str | None:
+        shown = subprocess.run(["git", "show", f"HEAD:./{path.as_posix()}"], capture_output=True)
+        return shown.stdout.decode("utf-8") if shown.returncode == 0 else None
+
+    return committed_text
+
+
+def tables(read: ResultReader = working_tree_text) -> dict[str, str | None]:
     """Each section's markdown table, or None where its results are not there yet."""
     loaded: dict[Path, dict | None] = {}
     made = {}
     for section in SECTIONS:
         if section.path not in loaded:
-            loaded[section.path] = (
-                json.loads(section.path.read_text(encoding="utf-8")) if section.path.is_file() else None
-            )
+            text = read(section.path)
+            loaded[section.path] = None if text is None else json.loads(text)
         results = loaded[section.path]
         made[section.name] = None if results is None else section.make_table(results)
     return made
@@ -384,18 +413,48 @@ def render(readme: str, made: dict[str, str | None]) -> str:
     return readme
 
 
+def is_fresh(made: dict[str, str | None]) -> bool:
+    """README.md's result sections and results/REPORT.md say what ``made`` says."""
+    readme = README.read_text(encoding="utf-8")
+    report_text = REPORT.read_text(encoding="utf-8") if REPORT.is_file() else ""
+    plot_names = [section.name for section in SECTIONS if (PLOTS / f"{section.name}.png").is_file()]
+    return render(readme, made) == readme and report(made, plot_names) == report_text
+
+
+def check() -> int:
+    """0 where README.md and results/REPORT.md match the committed results (or, without git, the working
+    tree's), or match the working tree's results where those differ; else 1, with a line on stderr."""
+    read_committed = committed_reader()
+    working = tables(working_tree_text)
+    if read_committed is None:
+        fresh = is_fresh(working)
+    else:
+        committed = tables(read_committed)
+        fresh_committed, fresh_working = is_fresh(committed), is_fresh(working)
+        fresh = fresh_committed or fresh_working
+        if fresh_committed and not fresh_working:
+            changed = sorted({str(s.path) for s in SECTIONS if committed[s.name] != working[s.name]})
+            print(
+                f"note: README.md matches the committed results; {', '.join(changed)} in the working tree "
+                "differ (rerun here?): run `python scripts/report.py` before committing them",
+                file=sys.stderr,
+            )
+    if not fresh:
+        print(
+            "error: README.md or results/REPORT.md is stale: run `python scripts/report.py`", file=sys.stderr
+        )
+    return 0 if fresh else 1
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args()
-    made = tables()
-    plot_names = [section.name for section in SECTIONS if (PLOTS / f"{section.name}.png").is_file()]
     if args.check:
-        current = README.read_text(encoding="utf-8")
-        report_current = REPORT.read_text(encoding="utf-8") if REPORT.is_file() else ""
-        sys.exit(0 if render(current, made) == current and report(made, plot_names) == report_current else 1)
+        sys.exit(check())
+    made = tables()
     plot_names = plots()
     if README.is_file():
         README.write_text(render(README.read_text(encoding="utf-8"), made), encoding="utf-8")

@@ -7,10 +7,15 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 from conftest import run, set_params, stages_run
+
+from iaakd.data.tables import PipelineTables
+from iaakd.feature_rows import RowSubset
+from iaakd.teacher import load_distiller, predict_output
 
 pytestmark = pytest.mark.slow
 
@@ -61,6 +66,14 @@ def test_out_of_fold_knowledge_never_comes_from_a_distiller_that_saw_the_image(t
     for image_id, row in teacher.iterrows():
         expected = held_out.get(image_id, -1)  # validation and test images: the full distiller
         assert row["fold"] == expected, image_id
+    # and each training image's output is its fold distiller's, not the full one's, recomputed here
+    full, saved = load_distiller(tiny_repo / "models" / "distiller.pt")
+    matrix, _ = PipelineTables.at(tiny_repo, progress=False).teacher_input(saved["backbones"])
+    for held_out_ids, fold_model in saved["fold_models"]:
+        rows = RowSubset(matrix, matrix.row_of(held_out_ids))
+        recorded = np.stack(teacher.loc[held_out_ids, "teacher_output"].to_numpy())
+        np.testing.assert_allclose(recorded, predict_output(fold_model, rows), rtol=1e-5, atol=1e-6)
+        assert not np.allclose(recorded, predict_output(full, rows), rtol=1e-5, atol=1e-6)
     metrics = json.loads((tiny_repo / "metrics" / "distill.json").read_text())
     assert metrics["train_out_of_fold"]["emd"] is not None
 

@@ -14,7 +14,7 @@ import torch
 from iaakd.checkpoints import Checkpoint
 from iaakd.errors import UserError
 from iaakd.models import Distiller
-from iaakd.student import StudentConfig, build_student, load_student, save_student
+from iaakd.student import KDConfig, StudentConfig, build_student, load_student, save_student
 from iaakd.tasks import DISTRIBUTION
 from iaakd.teacher import DistillerConfig, load_distiller, save_distiller, train_distiller
 from iaakd.training import rng_state, seeded
@@ -114,6 +114,26 @@ def test_training_leaves_the_global_random_state_as_it_found_it():
     expected = (torch.rand(3), np.random.rand(3), random.random())
     torch.manual_seed(123), np.random.seed(123), random.seed(123)
     train_distiller(features[:32], targets[:32], features[32:], targets[32:], config, progress=False)
+    assert torch.equal(torch.rand(3), expected[0])
+    assert np.array_equal(np.random.rand(3), expected[1]) and random.random() == expected[2]
+
+
+def test_training_a_student_leaves_the_global_random_state_as_it_found_it(tiny_demo):
+    from iaakd.data.ava import AvaLayout, load_ava
+    from iaakd.student import StudentData, train_student
+
+    labels, _ = load_ava(AvaLayout(tiny_demo), tiny_demo)
+    votes = np.stack(labels["votes"].to_numpy()).astype(np.float32)
+    truth = votes / votes.sum(axis=1, keepdims=True)
+    paths = [str(tiny_demo / path) for path in labels["path"]]
+    config = StudentConfig(
+        weights="random", input_size=32, epochs=1, batch_size=8, kd=KDConfig(enabled=False)
+    )
+    torch.manual_seed(7), np.random.seed(7), random.seed(7)
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    torch.manual_seed(7), np.random.seed(7), random.seed(7)
+    train_student(config, StudentData(paths[:16], truth[:16]), StudentData(paths[16:24], truth[16:24]), 4,
+                  progress=False)  # fmt: skip
     assert torch.equal(torch.rand(3), expected[0])
     assert np.array_equal(np.random.rand(3), expected[1]) and random.random() == expected[2]
 

@@ -57,15 +57,22 @@ def load_backbone(path: Path, kind: str, expected: str) -> tuple[nn.Module, dict
         raise UserError(
             f"{path}: a {saved['backbone']} backbone, but student.backbone is {wanted}; rerun `{kind}` for it"
         )
-    backbone, _ = create_backbone(wanted, "random", num_classes=0)
     try:
+        with torch.random.fork_rng(
+            devices=[]
+        ):  # the random start is overwritten: leave the caller's stream be
+            backbone, _ = create_backbone(wanted, "random", num_classes=0)
         backbone.load_state_dict(saved["state_dict"], strict=True)
-    except RuntimeError as error:
-        raise UserError(f"{path}: its weights do not fit {wanted} ({str(error).splitlines()[0]})") from None
+        started_from = saved["started_from"]
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(
+            f"{path}: its weights do not fit {wanted} ({type(error).__name__}: {detail})"
+        ) from None
     digest = file_sha256(Path(path))
     return backbone, {
         "source": kind,
         "path": str(path),
         "sha256": digest,
-        "started_from": saved["started_from"],
+        "started_from": started_from,
     }

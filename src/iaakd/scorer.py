@@ -23,14 +23,13 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from iaakd.data.images import Preprocess
-from iaakd.data.scan import scan_image
+from iaakd.data.scan import IMAGE_SUFFIXES, scan_image
 from iaakd.errors import UserError
 from iaakd.models import Student
 from iaakd.models.backbones import file_sha256
 from iaakd.student import checkpoint_task, load_student
 from iaakd.tasks import Task
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 NUM_BINS = 10
 DEMO_WARNING = "this model was trained on the synthetic demo (data.source=demo): its scores say nothing about real photos"
 ImageInput = str | os.PathLike | Image.Image

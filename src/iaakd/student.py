@@ -437,9 +437,12 @@ def load_student(path: Path) -> tuple[Student, Preprocess, dict]:
             f"this version reads formats {', '.join(map(str, READABLE_FORMATS))})"
         )
     try:
-        backbone, _ = create_backbone(checkpoint["backbone"], "random", num_classes=0)
         task = checkpoint_task(checkpoint)
-        model = Student(backbone, checkpoint["feature_dim"], task.output_size, task.activation,
+        with torch.random.fork_rng(
+            devices=[]
+        ):  # random weights, overwritten below: the caller's stream stays
+            backbone, _ = create_backbone(checkpoint["backbone"], "random", num_classes=0)
+            model = Student(backbone, checkpoint["feature_dim"], task.output_size, task.activation,
                         semantic=checkpoint["head"].get("semantic", "none"))  # fmt: skip
         model.load_state_dict(checkpoint["state_dict"])
         preprocess = Preprocess.from_dict(checkpoint["preprocess"])

@@ -237,13 +237,17 @@ def load_distiller(path: Path) -> tuple[Distiller, dict]:
 
 
 def _rebuilt(path: Path, saved: dict, state_dict: dict) -> Distiller:
-    task = Task.from_dict(saved["task"])
-    model = Distiller(saved["input_dim"], saved["config"]["hidden"], saved["config"]["dropout"], task.output_size,
-                      task.activation)  # fmt: skip
+    """The distiller ``saved`` describes, with ``state_dict``; a damaged description is one line naming the file
+    (its random initial weights are drawn without touching the caller's random state)."""
     try:
+        task = Task.from_dict(saved["task"])
+        with torch.random.fork_rng(devices=[]):
+            model = Distiller(saved["input_dim"], saved["config"]["hidden"], saved["config"]["dropout"],
+                              task.output_size, task.activation)  # fmt: skip
         model.load_state_dict(state_dict)
-    except RuntimeError as error:
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(
-            f"{path}: its weights do not fit the distiller it describes ({str(error).splitlines()[0]})"
+            f"{path}: a damaged distiller checkpoint ({type(error).__name__}: {detail})"
         ) from None
     return model.eval()

@@ -41,7 +41,7 @@ def seeded(seed: int) -> Iterator[torch.Generator]:
     """Seeds torch (CPU and CUDA), numpy and Python's ``random`` for the block, and restores their states
     after it; yields a generator of its own for the data loader's shuffling."""
     numpy_state, python_state = np.random.get_state(), random.getstate()
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         np.random.seed(seed % 2**32)
@@ -55,7 +55,9 @@ def seeded(seed: int) -> Iterator[torch.Generator]:
 
 def rng_state(generator: torch.Generator) -> dict:
     """Every random state a training loop draws from: the loader's generator, torch's (CPU and each
-    initialised CUDA device), numpy's and Python's; in types that load with ``weights_only=True``."""
+    initialised CUDA device), numpy's and Python's; in types that load with ``weights_only=True``. Under
+    torchrun rank 0 keeps the checkpoint, so a resumed rank k gets rank 0's streams: its dropout draws then
+    differ from an uninterrupted run's (the CPU student has no dropout in its backbone; say so if it matters)."""
     bit_generator, key, position, has_gauss, cached_gaussian = np.random.get_state()
     return {
         "generator": generator.get_state(),

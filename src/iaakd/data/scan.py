@@ -29,6 +29,9 @@ SCAN_COLUMNS = ["path", "size_bytes", "mtime_ns", "width", "height", "mode", "fo
                 "file_hash", "problem"]  # fmt: skip
 
 
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}  # a folder's images, by name
+
+
 @dataclass(frozen=True)
 class ImageScan:
     """What one full decode of a file tells; ``problem`` is None for a usable file, else why it is not."""

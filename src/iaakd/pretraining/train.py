@@ -222,6 +222,7 @@ def pretrain_backbone(
 
 def student_preprocess(backbone_name: str, input_size: int, resize_filter: str) -> Preprocess:
     """The student's input preparation at ``input_size`` for ``backbone_name`` (its normalisation)."""
-    backbone, _ = create_backbone(backbone_name, "random", num_classes=0)
+    with torch.random.fork_rng(devices=[]):  # built for its configuration only: the caller's stream stays
+        backbone, _ = create_backbone(backbone_name, "random", num_classes=0)
     mean, std = normalisation(backbone)
     return Preprocess(mean=mean, std=std, size=input_size, resize_filter=resize_filter)

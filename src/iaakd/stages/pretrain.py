@@ -4,16 +4,16 @@ otherwise it writes its documented no-op outputs at once."""
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
 from iaakd.data.demo import generate_good_pool
-from iaakd.data.scan import scan_images
+from iaakd.data.scan import IMAGE_SUFFIXES, scan_images
 from iaakd.errors import UserError
 from iaakd.plots import note_figure, training_curves
 from iaakd.pretrained import save_backbone, save_switched_off
 from iaakd.pretraining.train import PretrainConfig, pretrain_backbone, student_preprocess
-from iaakd.scorer import IMAGE_SUFFIXES
 from iaakd.stages import common
 from iaakd.stages.student import student_config
 
@@ -29,6 +29,8 @@ def pool_images(config: PretrainConfig) -> tuple[list[str], list[dict]]:
         folder = POOL_DIR / f"demo-{config.seed}-{config.num_images}"
         if not folder.is_dir() or len(list(folder.glob("*.jpg"))) != config.num_images:
             staging = folder.with_name(folder.name + ".partial")
+            for leftover in (staging, folder):
+                shutil.rmtree(leftover, ignore_errors=True)
             generate_good_pool(staging, config.num_images, config.seed, progress=common.show_progress())
             staging.replace(folder)
         return sorted(str(path) for path in folder.glob("*.jpg")), []
