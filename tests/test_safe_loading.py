@@ -4,7 +4,9 @@ kind, a random or truncated file end in one line naming the file, and the payloa
 from __future__ import annotations
 
 import os
+import pickletools
 import random
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -36,12 +38,19 @@ def crafted_checkpoint(path: Path, marker: Path) -> Path:
     return path
 
 
-def test_the_payload_would_run_under_unsafe_loading(tmp_path):
-    """The control: the crafted file really does run its command when loaded with pickle, so the tests
-    below that find no marker show a refusal, not a harmless file."""
+def test_the_crafted_file_really_calls_a_shell_command_when_unpickled(tmp_path):
+    """The control, read without unpickling (this project never loads a file with code execution): the
+    crafted checkpoint's pickle imports os.system and calls it with the command that makes the marker, so
+    the tests below that find no marker show a refusal, not a harmless file."""
     marker = tmp_path / "ran"
-    torch.load(crafted_checkpoint(tmp_path / "evil.pt", marker), weights_only=False)
-    assert marker.exists()
+    with zipfile.ZipFile(crafted_checkpoint(tmp_path / "evil.pt", marker)) as archive:
+        (name,) = [name for name in archive.namelist() if name.endswith("data.pkl")]
+        operations = list(pickletools.genops(archive.read(name)))
+    imported = [argument for op, argument, _ in operations if op.name == "GLOBAL"]
+    assert f"{os.system.__module__} system" in imported  # os.system (posix.system on Linux)
+    strings = [argument for _, argument, _ in operations if isinstance(argument, str)]
+    assert f"touch {marker}" in strings and any(op.name == "REDUCE" for op, _, _ in operations)
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize(
