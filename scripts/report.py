@@ -24,6 +24,8 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
+import yaml
+from paper_beside import PAPER, PARAMS, Beside, PaperError, beside, departures, unmatched_references
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -55,8 +57,17 @@ def _metrics(row: dict, keys: tuple[str, ...] = ("srcc", "plcc", "acc")) -> list
     return [_cell(row[key]) for key in keys]
 
 
-def _markdown(intro: str, header: list[str], rows: list[list[str]]) -> str:
-    """A line saying what the numbers are, then the table."""
+def _markdown(
+    intro: str,
+    header: list[str],
+    rows: list[list],
+    paper: Beside | None = None,
+    keys: list[str] | None = None,
+) -> str:
+    """A line saying what the numbers are, then the table; with ``paper``, the paper's numbers beside
+    (each row matched by its key in ``keys``, else by its first cell)."""
+    if paper is not None:
+        intro, header, rows = paper.apply(intro, header, rows, keys)
     lines = [intro, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows])
 
@@ -69,7 +80,7 @@ def _unfinished(results: dict) -> str:
     )
 
 
-def kd_table(results: dict) -> str:
+def kd_table(results: dict, paper: Beside | None = None) -> str:
     config = results["student_config"]
     rows = []
     for key, label in ROWS:
@@ -90,10 +101,12 @@ def kd_table(results: dict) -> str:
         f"Noise ceiling (SRCC of the known latent score against the vote means): {_cell(results['noise_ceiling_srcc'])}.",
         ["model", "SRCC", "SRCC spread", "PLCC", "Acc", "EMD"],
         rows,
+        paper,
+        [key for key, _ in ROWS],
     )
 
 
-def matching_table(results: dict) -> str:
+def matching_table(results: dict, paper: Beside | None = None) -> str:
     labels = (
         ("gsf_matching", f"nearest image in MLSP feature space ({results['gsf_dim']:,} dims)"),
         (
@@ -107,10 +120,12 @@ def matching_table(results: dict) -> str:
         f"training images (cosine similarity).",
         ["scored by", "SRCC", "PLCC", "Acc"],
         [[label, *_metrics(results[key])] for key, label in labels],
+        paper,
+        [key for key, _ in labels],
     )
 
 
-def teacher_spread_table(results: dict) -> str:
+def teacher_spread_table(results: dict, paper: Beside | None = None) -> str:
     srcc = results["srcc"]
     return _markdown(
         f"Demo numbers: the distiller trained {len(results['runs'])} times (seeds "
@@ -119,6 +134,7 @@ def teacher_spread_table(results: dict) -> str:
         f"range {_cell(srcc['min'])}-{_cell(srcc['max'])}.",
         ["seed", "SRCC", "PLCC", "Acc"],
         [[run["seed"], *_metrics(run)] for run in results["runs"]],
+        paper,
     )
 
 
@@ -134,7 +150,7 @@ def _noise_floor(results: dict) -> str:
     )
 
 
-def teacher_backbones_table(results: dict) -> str | None:
+def teacher_backbones_table(results: dict, paper: Beside | None = None) -> str | None:
     section = results.get("teacher_backbones")
     if section is None:
         return None
@@ -143,10 +159,11 @@ def teacher_backbones_table(results: dict) -> str | None:
         f"of each subset of backbones, {results['n_test']} test images.",
         ["backbones", "GSF dims", "SRCC", "PLCC", "Acc"],
         [[" + ".join(row["backbones"]), f"{row['gsf_dim']:,}", *_metrics(row)] for row in section["rows"]],
+        paper,
     )
 
 
-def ablation_table(results: dict, key: str) -> str | None:
+def ablation_table(results: dict, key: str, paper: Beside | None = None) -> str | None:
     """One of the student ablations (Tables V, VI, VII, XII, XIV) from results/ablations.json."""
     table = results["tables"].get(key)
     if table is None:
@@ -162,10 +179,11 @@ def ablation_table(results: dict, key: str) -> str | None:
              *([f"{row['gmacs']:.2f}"] if costs else [])]
             for row in table["rows"]
         ],
+        paper,
     )  # fmt: skip
 
 
-def teacher_student_table(report: dict) -> str:
+def teacher_student_table(report: dict, paper: Beside | None = None) -> str:
     """Table VIII from the pipeline's evaluation: effectiveness against cost."""
     return _markdown(
         f"Demo numbers: the pipeline's own models (`dvc repro`), {report['n']} test images.",
@@ -175,10 +193,11 @@ def teacher_student_table(report: dict) -> str:
              f"{report[name]['gmacs']:.2f}", *_metrics(report[name])]
             for name in ("teacher", "student")
         ],
+        paper,
     )  # fmt: skip
 
 
-def per_category_table(report: dict) -> str:
+def per_category_table(report: dict, paper: Beside | None = None) -> str:
     """Table IX: per category of the test set, membership by AVA's two tags per image."""
     return _markdown(
         f"Demo numbers: the pipeline's student and teacher on the test images of each category "
@@ -189,6 +208,7 @@ def per_category_table(report: dict) -> str:
              _cell(report["per_category_teacher"][name]["srcc"])]
             for name, row in report["per_category"].items()
         ],
+        paper,
     )  # fmt: skip
 
 
@@ -199,7 +219,7 @@ STUDENT_ROWS = (
 )
 
 
-def outputs_table(results: dict) -> str | None:
+def outputs_table(results: dict, paper: Beside | None = None) -> str | None:
     """Table XV: the other output types, each with its own teacher."""
     if not results["outputs"]:
         return None
@@ -213,10 +233,12 @@ def outputs_table(results: dict) -> str | None:
             for output, runs in results["outputs"].items()
             for key, label in STUDENT_ROWS
         ],
+        paper,
+        [f"{output}/{key}" for output in results["outputs"] for key, _ in STUDENT_ROWS],
     )
 
 
-def folds_table(results: dict) -> str | None:
+def folds_table(results: dict, paper: Beside | None = None) -> str | None:
     """Fig. 6: teacher and students on disjoint random test sets."""
     folds = results["folds"]
     if not folds:
@@ -231,6 +253,7 @@ def folds_table(results: dict) -> str | None:
         f"KD (one seed). KD ahead in {ahead} of {len(folds)} folds.",
         ["fold", "teacher SRCC", "student with KD", "student without KD"],
         rows,
+        paper,
     )
 
 
@@ -242,7 +265,7 @@ class Section:
     heading: str
     path: Path
     command: str
-    make_table: Callable[[dict], str | None]
+    make_table: Callable[[dict, Beside | None], str | None]
 
 
 ABLATIONS = "python scripts/ablations.py"
@@ -251,7 +274,7 @@ RETRAINED = "python scripts/folds_and_outputs.py"
 
 def _ablation(key: str, heading: str) -> Section:
     return Section(f"table_{key}", heading, ABLATION_RESULTS, ABLATIONS,
-                   lambda results: ablation_table(results, key))  # fmt: skip
+                   lambda results, paper: ablation_table(results, key, paper))  # fmt: skip
 
 
 SECTIONS = [  # in the paper's order
@@ -302,8 +325,18 @@ def committed_reader() -> ResultReader | None:
     return committed_text
 
 
+def departures_table(paper: dict, params: dict) -> str:
+    """params.yaml's departures from the paper's hyper-parameters (results/paper.json's list)."""
+    return _markdown(*departures(paper, params))
+
+
 def tables(read: ResultReader = working_tree_text) -> dict[str, str | None]:
-    """Each section's markdown table, or None where its results are not there yet."""
+    """Each section's markdown table, with the paper's numbers beside where results/paper.json is there,
+    and the departures from the paper's hyper-parameters; None where its results are not there yet."""
+    paper_text, params_text = read(PAPER), read(PARAMS)
+    paper = None if paper_text is None else json.loads(paper_text)
+    if paper is not None and (missing := unmatched_references(paper)):
+        raise PaperError("; ".join(missing))
     loaded: dict[Path, dict | None] = {}
     made = {}
     for section in SECTIONS:
@@ -311,7 +344,11 @@ def tables(read: ResultReader = working_tree_text) -> dict[str, str | None]:
             text = read(section.path)
             loaded[section.path] = None if text is None else json.loads(text)
         results = loaded[section.path]
-        made[section.name] = None if results is None else section.make_table(results)
+        made[section.name] = (
+            None if results is None else section.make_table(results, beside(section.name, paper))
+        )
+    params = None if params_text is None else yaml.safe_load(params_text)
+    made["departures"] = None if paper is None or params is None else departures_table(paper, params)
     return made
 
 
@@ -323,7 +360,11 @@ def report(made: dict[str, str | None], plots: list[str]) -> str:
         "600 synthetic images, three small backbones (EfficientNet-Lite0/1/2) instead of the paper's trio, a "
         "reduced protocol (one seed per ablation, the KD comparison's spread as the noise floor). They show "
         "that each experiment runs and what it measures, not the paper's values; the README's "
-        '"Reproducing the paper" gives the commands for real AVA.',
+        '"Reproducing the paper" gives the commands for real AVA. Beside each table, in columns marked '
+        "paper, the paper's AVA numbers for the matching row (Acc as a fraction, like the demo's; `results/paper.json`, "
+        "each with its source; the matching is `MATCHES` in `scripts/paper_beside.py`), — where the paper has "
+        "no such row: to read the demo against, not to match (the data, backbones and hyper-parameters differ, "
+        "last section).",
         "",
     ]
     for section in SECTIONS:
@@ -332,12 +373,14 @@ def report(made: dict[str, str | None], plots: list[str]) -> str:
         lines += [made[section.name] or "Not run yet.", ""]
         if section.name in plots:
             lines += [f"![{section.heading}](plots/{section.name}.png)", ""]
+    lines += ["## Departures from the paper's hyper-parameters", "", made["departures"] or "Not run yet.", ""]
     lines += [
         "## Not reproduced",
         "",
         "Fig. 10 needs the authors' hand-made subject masks; CUHK-PQ cannot be obtained offline. Tables X "
         "and XI compare with published methods and other student backbones (ResNet18/50), whose weights "
-        'are not available offline here: on AVA they are DVC experiments (README, "Reproducing the paper").',
+        'are not available offline here: on AVA they are DVC experiments (README, "Reproducing the paper"). '
+        "The paper's numbers for them (and Table XIII's costs) are in `results/paper.json`.",
         "",
     ]
     return "\n".join(lines)
@@ -433,7 +476,8 @@ def check() -> int:
         fresh_committed, fresh_working = is_fresh(committed), is_fresh(working)
         fresh = fresh_committed or fresh_working
         if fresh_committed and not fresh_working:
-            changed = sorted({str(s.path) for s in SECTIONS if committed[s.name] != working[s.name]})
+            inputs = {section.path for section in SECTIONS} | {PAPER, PARAMS}
+            changed = sorted(str(path) for path in inputs if read_committed(path) != working_tree_text(path))
             print(
                 f"note: README.md matches the committed results; {', '.join(changed)} in the working tree "
                 "differ (rerun here?): run `python scripts/report.py` before committing them",
@@ -452,9 +496,12 @@ def main() -> None:
     )
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args()
-    if args.check:
-        sys.exit(check())
-    made = tables()
+    try:
+        if args.check:
+            sys.exit(check())
+        made = tables()
+    except PaperError as error:
+        sys.exit(f"error: {error}")
     plot_names = plots()
     if README.is_file():
         README.write_text(render(README.read_text(encoding="utf-8"), made), encoding="utf-8")

@@ -2,13 +2,18 @@
 say what the result files say."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+from paper_beside import MATCHES, unmatched_references  # noqa: E402
 
 GIT_COMMIT = ("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q")
 
@@ -31,10 +36,12 @@ def test_readme_and_report_match_the_committed_results():
 
 @pytest.fixture
 def results_repo(tmp_path) -> Path:
-    """This working tree's README.md, results/ and metrics/evaluate.json, committed in a new git repository."""
+    """This working tree's README.md, params.yaml, results/ and metrics/evaluate.json, committed in a new git
+    repository."""
     repo = tmp_path / "repo"
     (repo / "metrics").mkdir(parents=True)
-    shutil.copy(REPO_ROOT / "README.md", repo / "README.md")
+    for name in ("README.md", "params.yaml"):
+        shutil.copy(REPO_ROOT / name, repo / name)
     shutil.copy(REPO_ROOT / "metrics" / "evaluate.json", repo / "metrics" / "evaluate.json")
     shutil.copytree(REPO_ROOT / "results", repo / "results")
     for command in (("git", "init", "-q"), ("git", "add", "."), (*GIT_COMMIT, "-m", "results")):
@@ -70,3 +77,167 @@ def test_check_without_git_reads_the_working_tree(results_repo):
     assert report_check(results_repo).returncode == 0
     move_teacher_srcc(results_repo)
     assert report_check(results_repo).returncode == 1
+
+
+def test_check_fails_when_a_readme_table_is_edited_by_hand(results_repo):
+    readme = results_repo / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    assert "| 0.770 | 0.770 | 0.821 |" in text
+    readme.write_text(
+        text.replace("| 0.770 | 0.770 | 0.821 |", "| 0.771 | 0.770 | 0.821 |", 1), encoding="utf-8"
+    )
+    stale = report_check(results_repo)
+    assert stale.returncode == 1
+    assert "error: README.md or results/REPORT.md is stale" in stale.stderr
+
+
+def test_check_fails_when_a_paper_number_changes_under_the_committed_readme(results_repo):
+    """A corrected transcription in results/paper.json, committed without `report.py`, makes README stale."""
+    paper_file = results_repo / "results" / "paper.json"
+    paper = json.loads(paper_file.read_text(encoding="utf-8"))
+    paper["tables"]["VI"]["rows"][1]["srcc"] = 0.767  # was 0.766
+    paper_file.write_text(json.dumps(paper, ensure_ascii=False), encoding="utf-8")
+    subprocess.run((*GIT_COMMIT, "-am", "paper number corrected"), cwd=results_repo, check=True)
+    assert report_check(results_repo).returncode == 1
+
+
+# ---- the paper's numbers beside the demo's (results/paper.json through paper_beside.MATCHES)
+
+PAPER = json.loads((REPO_ROOT / "results" / "paper.json").read_text(encoding="utf-8"))
+
+
+def paper_rows(paper: dict) -> dict[tuple[str, str], dict]:
+    return {(table, row["label"]): row for table, entry in paper["tables"].items() for row in entry["rows"]}
+
+
+def expected_cell(row: dict, name: str) -> str:
+    """How a paper value must look in the table, written out here independently of paper_beside."""
+    value = row.get(name)
+    if value is None:
+        return "—"
+    if name == "portion":
+        text = f"{100 * value:.1f}%"
+    elif name in ("flops_g", "params_m"):
+        text = f"{value:.1f}"
+    elif name == "input":
+        text = value
+    else:
+        text = f"{value:.3f}"
+    return text + "?" if name in row.get("uncertain", ()) else text
+
+
+def markdown_table(text: str) -> tuple[list[str], list[list[str]]]:
+    """The header and rows of the one markdown table in ``text``."""
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+    return cells[0], cells[2:]
+
+
+def rendered_tables() -> dict[str, list[tuple[str, str]]]:
+    """Each result section's table as README.md (between its markers) and results/REPORT.md show it."""
+    from report import SECTIONS
+
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    report = (REPO_ROOT / "results" / "REPORT.md").read_text(encoding="utf-8")
+    shown: dict[str, list[tuple[str, str]]] = {}
+    for section in SECTIONS:
+        block = re.search(
+            rf"<!-- results:{section.name} -->\n(.*?)\n<!-- /results:{section.name} -->", readme, re.S
+        )
+        if block:
+            shown.setdefault(section.name, []).append(("README.md", block.group(1)))
+        part = report.split(f"\n## {section.heading}\n", 1)[1].split("\n## ", 1)[0]
+        shown.setdefault(section.name, []).append(("results/REPORT.md", part))
+    return shown
+
+
+def test_every_matched_paper_row_is_shown_with_the_numbers_of_paper_json():
+    """Each demo row that MATCHES pairs with a paper row shows that row's name and its values, as
+    results/paper.json has them, in README.md and results/REPORT.md; a number missing, changed, or put
+    in another column fails."""
+    rows = paper_rows(PAPER)
+    checked = 0
+    for section, shown in rendered_tables().items():
+        match = MATCHES.get(section)
+        if match is None or not match.rows:
+            continue
+        for where, text in shown:
+            header, table = markdown_table(text)
+            columns = [f"paper {name}" for name in ("SRCC", "PLCC", "Acc")]
+            assert set(columns) <= set(header), f"{where}, {section}: no paper columns in {header}"
+            by_reference = {line[header.index("paper (AVA) row")].rstrip("?"): line for line in table}
+            for key, (table_number, label) in match.rows.items():
+                line = by_reference.get(f"Table {table_number}: {label}")
+                assert line is not None, (
+                    f"{where}, {section}: demo row {key!r} does not show Table {table_number}: {label}"
+                )
+                paper_row = rows[(table_number, label)]
+                for name in match.columns:
+                    shown_cell = line[header.index(f"paper {paper_header(name)}")]
+                    assert shown_cell == expected_cell(paper_row, name), (where, section, key, name)
+                checked += 1
+    assert checked == 2 * sum(len(match.rows) for match in MATCHES.values())  # in README.md and REPORT.md
+
+
+def paper_header(name: str) -> str:
+    return {"srcc": "SRCC", "plcc": "PLCC", "acc": "Acc", "flops_g": "FLOPs (G)", "params_m": "params (M)",
+            "input": "input", "portion": "share"}[name]  # fmt: skip
+
+
+def test_rows_the_paper_lacks_show_a_dash():
+    header, table = markdown_table(rendered_tables()["kd_comparison"][-1][1])
+    shuffled = next(
+        line for line in table if line[0].startswith("student with KD, teacher knowledge shuffled")
+    )
+    assert shuffled[header.index("paper (AVA) row") :] == ["—"] * 4
+
+
+def test_every_paper_row_the_mapping_names_is_in_paper_json():
+    assert unmatched_references(PAPER) == []
+    without_eq7 = json.loads(json.dumps(PAPER))
+    without_eq7["tables"]["VI"]["rows"] = [
+        row for row in without_eq7["tables"]["VI"]["rows"] if row["label"] != "Feature ✓, Output ✓"
+    ]
+    assert unmatched_references(without_eq7) == [
+        "results/paper.json has no row 'Feature ✓, Output ✓' in Table VI "
+        "(report section table_vi, demo row 'EMD to the teacher + feature term (Eq. 7)')"
+    ]
+
+
+def test_a_mapping_to_a_paper_row_that_is_not_there_stops_the_report_in_one_line(results_repo):
+    """A relabelled row in results/paper.json: report.py and --check stop with one line naming the row and
+    the demo row mapped to it, and write nothing."""
+    paper_file = results_repo / "results" / "paper.json"
+    paper_file.write_text(
+        paper_file.read_text(encoding="utf-8").replace('"label": "AF"', '"label": "AFs"'), encoding="utf-8"
+    )
+    readme_before = (results_repo / "README.md").read_text(encoding="utf-8")
+    for args in ((), ("--check",)):
+        result = subprocess.run(
+            [sys.executable, str(REPO_ROOT / "scripts" / "report.py"), *args],
+            cwd=results_repo, capture_output=True, text=True,
+        )  # fmt: skip
+        assert result.returncode == 1
+        assert result.stderr.strip().splitlines() == [
+            "error: results/paper.json has no row 'AF' in Table IV (report section matching, demo row "
+            "'teacher_feature_matching')"
+        ]
+    assert (results_repo / "README.md").read_text(encoding="utf-8") == readme_before
+
+
+def test_departures_list_every_hyper_parameter_where_params_yaml_differs_from_the_paper():
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
+    report = (REPO_ROOT / "results" / "REPORT.md").read_text(encoding="utf-8")
+    header, table = markdown_table(
+        report.split("## Departures from the paper's hyper-parameters\n", 1)[1].split("\n## ")[0]
+    )
+    listed = {line[0].strip("`"): line for line in table}
+    for named in ("distiller.dropout", "distiller.weight_decay", "distiller.epochs", "distiller.lr",
+                  "distiller.lr_step_epochs", "distiller.keep", "student.lr", "student.input_size"):  # fmt: skip
+        assert named in listed, f"{named} is not in the departures"
+    assert listed["distiller.dropout"][1:3] == ["0.5", "0"]
+    assert listed["distiller.keep"][1:3] == ["best", "last"]
+    assert listed["student.input_size"][1:3] == ["128", "300"]
+    for entry in PAPER["departures"]:
+        section, key = entry["param"].split(".")
+        assert (entry["param"] in listed) == (params[section][key] != entry["paper"]), entry["param"]
