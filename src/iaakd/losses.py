@@ -1,4 +1,5 @@
-"""Losses of the paper: EMD (Eq. 3) and the student's objectives (Eq. 7, 10, 11)."""
+"""Losses of the paper: EMD (Eq. 3) and the student's objectives (Eq. 7, 10, 11), and CSKD's KD terms on
+unlabelled images."""
 
 from __future__ import annotations
 
@@ -76,6 +77,21 @@ def student_loss(
     if feature_weight:
         loss = loss + feature_weight * F.mse_loss(student_feature, teacher_feature)
     return loss
+
+
+def unlabeled_loss(
+    student_output: torch.Tensor,
+    student_feature: torch.Tensor,
+    teacher_output: torch.Tensor,
+    teacher_feature: torch.Tensor,
+    feature_weight: float = 1.0,
+    output_loss: OutputLoss = emd,
+) -> torch.Tensor:
+    """The KD terms alone, on images without labels (CSKD's semi-supervised distillation): the output term
+    against the teacher's output plus w * MSE(f_t, f_s), i.e. :func:`student_loss` with the teacher as the
+    target and no ground truth to mix in."""
+    return student_loss(student_output, student_feature, None, teacher_output, teacher_feature,
+                        feature_weight=feature_weight, target="teacher", mix="none", output_loss=output_loss)  # fmt: skip
 
 
 def tag_loss(tags: torch.Tensor, tag_logits: torch.Tensor) -> torch.Tensor:

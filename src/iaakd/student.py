@@ -6,6 +6,9 @@ The loop reads top to bottom: build, then for each epoch train, validate, record
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -13,8 +16,9 @@ from typing import ClassVar
 
 import numpy as np
 import torch
+from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
 from iaakd import distributed
@@ -26,10 +30,10 @@ from iaakd.devices import PRECISIONS, autocast_context
 from iaakd.distributed import SINGLE, Ranks
 from iaakd.errors import UserError
 from iaakd.feature_rows import VectorRows
-from iaakd.losses import MIXES, OUTPUT_TARGETS, student_loss, tag_loss
+from iaakd.losses import MIXES, OUTPUT_TARGETS, student_loss, tag_loss, unlabeled_loss
 from iaakd.metrics import srcc
 from iaakd.models import Student, create_backbone, model_name, normalisation
-from iaakd.models.heads import SEMANTIC_MODES
+from iaakd.models.heads import SEMANTIC_MODES, StudentOutput
 from iaakd.pretrained import INITS, load_backbone
 from iaakd.tasks import DISTRIBUTION, Task
 from iaakd.training import TrainingHistory, TrainingState, fit, resume, seeded
@@ -37,6 +41,10 @@ from iaakd.training import TrainingHistory, TrainingState, fit, resume, seeded
 CHECKPOINT_FORMAT = 2  # 2: "kind" and "data_source" recorded; loads with weights_only=True
 READABLE_FORMATS = (1, 2)
 CPU = torch.device("cpu")
+BATCHNORM_MODES = ("joint", "separate")  # how BatchNorm sees the unlabelled images (UnlabeledConfig)
+# The unlabelled side's random streams, each seeded from (its tag, student.seed, ...): none of them is the
+# labelled run's (the loader's generator, torch's global stream), so adding the pool never moves those.
+UNLABELED_ORDER, UNLABELED_DROPOUT, UNLABELED_SHUFFLE = 1, 2, 3
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,19 @@ class KDConfig:
     target: str = param("teacher", choices=OUTPUT_TARGETS)  # the output term's target (Table VI)
     mix: str = param("none", choices=MIXES)  # none | loss (Eq. 10) | label (Eq. 11)
     shuffle: bool = False  # control: teacher knowledge permuted across training images
+
+
+@dataclass(frozen=True)
+class UnlabeledConfig:
+    """CSKD's semi-supervised KD (phase 2): the KD terms also on images without labels (the pool, and
+    split.label_fraction's withheld training images), whose only target is the teacher's knowledge."""
+
+    enabled: bool = False
+    weight: float = param(1.0, minimum=0)  # weight of the KD terms on unlabelled images
+    share: float | None = param(None, above=0, below=1)  # of each batch; None: their share of all images
+    batchnorm: str = param(
+        "joint", choices=BATCHNORM_MODES
+    )  # joint: one pass for both kinds | separate: their own pass, BatchNorm's running statistics untouched
 
 
 @dataclass(frozen=True)
@@ -75,6 +96,7 @@ class StudentConfig:
         1.0, minimum=0
     )  # target: weight of BCE(tags) (Eq. 9 adds it with weight 1)
     kd: KDConfig = field(default_factory=KDConfig)
+    unlabeled: UnlabeledConfig = field(default_factory=UnlabeledConfig)
 
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
@@ -86,6 +108,22 @@ class StudentConfig:
             lambda c: not c.jpeg_draft or c.input_mode == "resize",
             "{prefix}.jpeg_draft=true works with {prefix}.input_mode=resize only (pad_crop keeps the pixels' scale)",
         ),
+        Rule(
+            lambda c: not c.unlabeled.enabled or c.kd.enabled,
+            "{prefix}.unlabeled.enabled=true needs {prefix}.kd.enabled=true: the teacher's knowledge is the only"
+            " target an unlabelled image has",
+        ),
+        Rule(
+            lambda c: not c.unlabeled.enabled or (c.kd.target == "teacher" and c.kd.mix == "none"),
+            "{prefix}.unlabeled.enabled=true needs {prefix}.kd.target=teacher and {prefix}.kd.mix=none (got"
+            " {kd.target} and {kd.mix}): an unlabelled image can only learn the teacher's output, and labelled"
+            " images taught another target would pull the same output two ways",
+        ),
+        Rule(
+            lambda c: not c.unlabeled.enabled or c.semantic != "input",
+            "{prefix}.unlabeled.enabled=true does not work with {prefix}.semantic=input: the pool's images have"
+            " no tags to take as input",
+        ),
     )
 
 
@@ -93,7 +131,8 @@ class StudentConfig:
 class StudentData:
     """What one split needs: image paths, ground-truth targets (``Task.targets``), teacher knowledge
     (may be None): the teacher's output D_t (or y_t) and feature f_t, and AVA's tags as two-hot vectors
-    (``iaakd.data.labels.two_hot_tags``; needed only by the semantic baselines)."""
+    (``iaakd.data.labels.two_hot_tags``; needed only by the semantic baselines). Unlabelled images (CSKD)
+    have a zero-width ground truth, shape (n, 0): no labels, and nothing that could be read as one."""
 
     paths: list[str]
     ground_truth: np.ndarray
@@ -201,15 +240,27 @@ def train_step(
     config: StudentConfig,
     device: torch.device,
     task: Task = DISTRIBUTION,
+    unlabeled: list[torch.Tensor] | None = None,
+    unlabeled_seed: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimisation step on a batch from the loader; returns (loss, the model's output), on the device."""
+    """One optimisation step on a batch from the loader; returns (loss, the model's output), on the device.
+
+    With ``unlabeled``, a batch of unlabelled images (CSKD: image, empty ground truth, teacher output,
+    teacher feature, tags), their KD terms times ``config.unlabeled.weight`` join the labelled loss, which
+    stays as it is (:func:`_forward` says how BatchNorm sees them; ``unlabeled_seed`` seeds the random
+    stream of their separate pass). The returned output is the labelled images'.
+    """
     images, ground_truth, teacher_output, teacher_feature, tags = (
         part.to(device, non_blocking=True) for part in batch
     )
+    extra_images, _, extra_output, extra_feature, _ = (
+        (None,) * 5 if unlabeled is None else (part.to(device, non_blocking=True) for part in unlabeled)
+    )
     with autocast_context(device, config.precision):
-        output, aesthetic_feature, tag_logits = model(
-            preprocess.normalise(images), tags if tags.numel() else None
-        )
+        (output, aesthetic_feature, tag_logits), extra = _forward(
+            model, preprocess, images, tags if tags.numel() else None, extra_images,
+            config.unlabeled.batchnorm, unlabeled_seed,
+        )  # fmt: skip
         loss = student_loss(
             output.float(),
             aesthetic_feature.float(),
@@ -224,6 +275,11 @@ def train_step(
         )
         if tag_logits is not None:  # the multi-task baseline, Eq. 9
             loss = loss + config.semantic_weight * tag_loss(tags, tag_logits)
+        if extra is not None:  # CSKD: the KD terms on the unlabelled images
+            loss = loss + config.unlabeled.weight * unlabeled_loss(
+                extra.output.float(), extra.aesthetic_feature.float(), extra_output, extra_feature,
+                feature_weight=config.kd.feature_weight, output_loss=task.loss,
+            )  # fmt: skip
     optimiser.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimiser)
@@ -231,11 +287,71 @@ def train_step(
     return loss.detach(), output.detach()
 
 
-def _prepared(config: StudentConfig, train: StudentData, val: StudentData, ranks: Ranks) -> StudentData:
-    """The training data as the configuration uses it (knowledge shuffled for the control); the
-    configuration's needs checked against the data."""
+def _forward(
+    model: torch.nn.Module, preprocess: Preprocess, images: torch.Tensor, tags: torch.Tensor | None,
+    unlabeled_images: torch.Tensor | None, batchnorm: str, seed: int,
+) -> tuple[StudentOutput, StudentOutput | None]:  # fmt: skip
+    """The model's outputs on the labelled images and on the unlabelled ones (None without them).
+
+    ``joint``: one pass over both kinds, so BatchNorm normalises over both and its running statistics
+    follow both. ``separate``: the labelled pass exactly as without unlabelled images, then theirs, under a
+    random stream of its own (``seed``: dropout, drop-path) and with BatchNorm on their batch's statistics,
+    its running averages untouched: with weight 0 the run is the run without them, bit for bit. Under
+    torchrun the separate pass goes through the module itself, so DDP sees one forward per step.
+    """
+    if unlabeled_images is None:
+        return model(preprocess.normalise(images), tags), None
+    if batchnorm == "joint":  # semantic=input is refused with unlabelled images: no tags to pass
+        both = model(preprocess.normalise(torch.cat([images, unlabeled_images])))
+        n = len(images)
+        return (
+            StudentOutput(*(None if part is None else part[:n] for part in both)),
+            StudentOutput(*(None if part is None else part[n:] for part in both)),
+        )
+    labelled = model(preprocess.normalise(images), tags)
+    module = getattr(model, "module", model)  # DistributedDataParallel's wrapped model
+    with seeded(seed), _batch_statistics_only(module):
+        return labelled, module(preprocess.normalise(unlabeled_images))
+
+
+@contextmanager
+def _batch_statistics_only(model: torch.nn.Module) -> Iterator[None]:
+    """For the block, BatchNorm in train mode normalises with the batch's own statistics and leaves its
+    running averages and its count of batches as they are (``track_running_stats`` off; a momentum of 0
+    would keep the averages but still count the batch); layers in eval mode keep using their running
+    statistics."""
+    layers = [
+        layer for layer in model.modules() if isinstance(layer, _BatchNorm) and layer.track_running_stats
+    ]
+    for layer in layers:
+        layer.track_running_stats = False
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.track_running_stats = True
+
+
+def _stream_seed(*keys: int) -> int:
+    """A seed of its own for each tuple of keys (a stream's tag, student.seed, epoch, step, ...)."""
+    return int(np.random.SeedSequence([key % 2**64 for key in keys]).generate_state(1)[0])
+
+
+def _prepared(
+    config: StudentConfig, train: StudentData, val: StudentData, ranks: Ranks, unlabeled: StudentData | None
+) -> tuple[StudentData, StudentData | None]:
+    """The training data, labelled and unlabelled (None unless ``config.unlabeled.enabled``), as the
+    configuration uses them (knowledge shuffled for the control); the configuration's needs checked
+    against the data."""
     if config.kd.enabled and (train.teacher_output is None or train.teacher_feature is None):
         raise UserError("student.kd.enabled is true but no teacher knowledge was given")
+    if not config.unlabeled.enabled:
+        unlabeled = None
+    elif unlabeled is None or not unlabeled.paths or unlabeled.teacher_output is None:
+        raise UserError(
+            "student.unlabeled.enabled is true but no unlabelled images with teacher knowledge were given"
+            " (the pool is empty with unlabeled.source=none, and split.label_fraction=1.0 withholds none)"
+        )
     if config.semantic != "none" and (train.tags is None or val.tags is None):
         raise UserError(
             f"student.semantic={config.semantic} needs AVA's tags for the training and validation images"
@@ -252,7 +368,11 @@ def _prepared(config: StudentConfig, train: StudentData, val: StudentData, ranks
         train = replace(
             train, teacher_output=train.teacher_output[order], teacher_feature=train.teacher_feature[order]
         )
-    return train
+        if unlabeled is not None:  # the control decouples knowledge and image on every training image
+            order = np.random.default_rng([UNLABELED_SHUFFLE, config.seed]).permutation(len(unlabeled.paths))
+            unlabeled = replace(unlabeled, teacher_output=unlabeled.teacher_output[order],
+                                teacher_feature=unlabeled.teacher_feature[order])  # fmt: skip
+    return train, unlabeled
 
 
 def _training_loader(
@@ -274,6 +394,83 @@ def _training_loader(
     )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class UnlabeledSchedule:
+    """How CSKD's unlabelled images join training: ``per_step`` of them with each labelled batch (in each
+    process), ``steps`` labelled batches per epoch, and ``images_used``: how many different unlabelled
+    images the whole run draws (0 when switched off)."""
+
+    per_step: int
+    steps: int
+    images_used: int
+
+
+def unlabeled_schedule(
+    config: StudentConfig, labeled_count: int, unlabeled_count: int, ranks: Ranks = SINGLE
+) -> UnlabeledSchedule:
+    """An epoch is one pass over the labelled images, as without unlabelled ones; each step adds
+    u = round(b * share / (1 - share)) unlabelled images (at least one), b the labelled batch. A share of
+    None is their share of all training images, so that an epoch draws each about once."""
+    steps = len(_training_loader(range(labeled_count), config, torch.Generator(), 0, CPU, ranks))
+    if not config.unlabeled.enabled or not unlabeled_count:
+        return UnlabeledSchedule(0, steps, 0)
+    share = config.unlabeled.share
+    if share is None:
+        share = unlabeled_count / (labeled_count + unlabeled_count)
+    per_step = max(1, round(config.batch_size // ranks.world * share / (1 - share)))
+    drawn = config.epochs * steps * per_step * ranks.world  # passes over all of them, one after another
+    return UnlabeledSchedule(per_step, steps, min(unlabeled_count, drawn))
+
+
+class _UnlabeledBatches(Sampler[list[int]]):
+    """Which unlabelled images each of an epoch's ``steps`` takes: a stream of passes over all ``count``
+    of them, each pass in its own order (drawn from ``seed`` and the pass's number), continued from epoch
+    to epoch; under torchrun each rank takes its own ``per_step`` of every step's images. A function of the
+    seed and the epoch alone: a resumed run draws what an uninterrupted one draws, and nothing here draws
+    from the labelled loader's generator or torch's global stream."""
+
+    def __init__(self, count: int, per_step: int, steps: int, seed: int, ranks: Ranks = SINGLE) -> None:
+        self.count, self.per_step, self.steps, self.seed, self.ranks = count, per_step, steps, seed, ranks
+        self.epoch = 1
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[list[int]]:
+        per_epoch = self.steps * self.per_step * self.ranks.world
+        start = (self.epoch - 1) * per_epoch
+        first_pass, last_pass = start // self.count, (start + per_epoch - 1) // self.count
+        stream = np.concatenate([self._order(number) for number in range(first_pass, last_pass + 1)])
+        taken = stream[start - first_pass * self.count :][:per_epoch]
+        for step in taken.reshape(self.steps, self.ranks.world, self.per_step):
+            yield step[self.ranks.rank].tolist()
+
+    def _order(self, pass_number: int) -> np.ndarray:
+        return np.random.default_rng([UNLABELED_ORDER, self.seed % 2**64, pass_number]).permutation(
+            self.count
+        )
+
+
+def _unlabeled_loader(
+    data: StudentData | None, preprocess: Preprocess, config: StudentConfig, labeled_count: int,
+    num_workers: int, device: torch.device, ranks: Ranks,
+) -> DataLoader | None:  # fmt: skip
+    """One batch of unlabelled images per labelled batch (:class:`_UnlabeledBatches`); its generator (the
+    workers' seeds) is its own too."""
+    if data is None:
+        return None
+    schedule = unlabeled_schedule(config, labeled_count, len(data.paths), ranks)
+    batches = _UnlabeledBatches(len(data.paths), schedule.per_step, schedule.steps, config.seed, ranks)
+    return DataLoader(
+        _TargetDataset(data, preprocess), batch_sampler=batches, num_workers=num_workers,
+        generator=torch.Generator().manual_seed(_stream_seed(UNLABELED_ORDER, config.seed)),
+        pin_memory=device.type == "cuda",
+    )  # fmt: skip
+
+
 def _wrapped_for_ranks(model: Student, ranks: Ranks, device: torch.device) -> torch.nn.Module:
     """What the optimiser steps: the model itself, or, under torchrun, its DDP wrapper (BatchNorm synchronised
     on GPUs; PyTorch's SyncBatchNorm has no CPU kernel, so on CPU each rank normalises its own share)."""
@@ -286,16 +483,18 @@ def _wrapped_for_ranks(model: Student, ranks: Ranks, device: torch.device) -> to
 
 def _checkpoint(
     work_root: Path | None, config: StudentConfig, task: Task, weights_source: dict, train: StudentData,
-    val: StudentData,
+    val: StudentData, unlabeled: StudentData | None = None,
 ) -> Checkpoint:  # fmt: skip
-    """``work_root/<fingerprint>/``: named by everything that determines the run, configuration and data."""
+    """``work_root/<fingerprint>/``: named by everything that determines the run, configuration and data
+    (the unlabelled images and their knowledge included, so a resumed run never mixes two pools)."""
     if work_root is None:
         return Checkpoint(None)
     run = {**asdict(config), **task.as_dict(), "weights": weights_source, "format": CHECKPOINT_FORMAT}
+    pool = () if unlabeled is None else (unlabeled.paths, unlabeled.teacher_output, unlabeled.teacher_feature)
     return Checkpoint(
         work_root / fingerprint(
             run, train.paths, train.ground_truth, train.teacher_output, train.teacher_feature, train.tags,
-            val.paths, val.ground_truth, val.tags,
+            val.paths, val.ground_truth, val.tags, *pool,
         )
     )  # fmt: skip
 
@@ -303,20 +502,27 @@ def _checkpoint(
 def _train_epoch(
     epoch: int, state: TrainingState, trained: torch.nn.Module, loader: DataLoader, preprocess: Preprocess,
     config: StudentConfig, task: Task, device: torch.device, ranks: Ranks, progress: bool,
+    unlabeled: DataLoader | None = None,
 ) -> dict:  # fmt: skip
-    """One pass over the training images; the loss averaged over ranks (one sync per epoch), and the SRCC of
-    the outputs in train mode during the epoch (under torchrun: each rank's share)."""
+    """One pass over the training images, with a batch of ``unlabeled`` images beside each labelled batch
+    (CSKD); the loss averaged over ranks (one sync per epoch), and the SRCC of the labelled images' outputs
+    in train mode during the epoch (under torchrun: each rank's share)."""
     if isinstance(loader.sampler, DistributedSampler):
         loader.sampler.set_epoch(epoch)  # a different shuffle each epoch, the same on every rank
+    if unlabeled is not None:
+        unlabeled.batch_sampler.set_epoch(epoch)  # the stream of unlabelled images goes on where it was
+    unlabeled_batches = itertools.repeat(None) if unlabeled is None else iter(unlabeled)
     state.model.train()
     if config.freeze_backbone:
         state.model.backbone.eval()  # frozen means frozen: BatchNorm statistics too
     losses, predicted, true = [], [], []
-    for batch in tqdm(loader, desc=f"student epoch {epoch}/{config.epochs}",
-                      disable=not (progress and ranks.is_main), leave=False):  # fmt: skip
+    labeled_batches = tqdm(loader, desc=f"student epoch {epoch}/{config.epochs}",
+                           disable=not (progress and ranks.is_main), leave=False)  # fmt: skip
+    for step, (batch, unlabeled_batch) in enumerate(zip(labeled_batches, unlabeled_batches, strict=False)):
         loss, output = train_step(
-            trained, preprocess, batch, state.optimiser, state.scaler, config, device, task
-        )
+            trained, preprocess, batch, state.optimiser, state.scaler, config, device, task,
+            unlabeled_batch, _stream_seed(UNLABELED_DROPOUT, config.seed, ranks.rank, epoch, step),
+        )  # fmt: skip
         losses.append(loss)
         predicted.append(output)
         true.append(batch[1])
@@ -351,6 +557,7 @@ def train_student(
     work_root: Path | None = None,
     ranks: Ranks = SINGLE,
     init_file: Path | None = None,
+    unlabeled: StudentData | None = None,
 ) -> tuple[Student, Preprocess, dict, TrainingHistory]:
     """Trains the student; returns the last epoch's model, its preprocessing, its weights source, and the curves.
 
@@ -359,13 +566,20 @@ def train_student(
 
     Under torchrun (``ranks``), DistributedDataParallel: ``config.batch_size`` is the global batch, split
     evenly across ranks. Rank 0 validates, keeps the checkpoint and the curves.
+
+    With ``config.unlabeled.enabled``, CSKD's semi-supervised KD: ``unlabeled`` (teacher knowledge, no
+    labels) adds the KD terms on its images to every step (:func:`unlabeled_schedule`, :func:`_forward`);
+    the labelled images keep their loss, their loader and their random streams.
     """
-    train = _prepared(config, train, val, ranks)
+    train, unlabeled = _prepared(config, train, val, ranks, unlabeled)
     with seeded(config.seed) as generator:
         model, preprocess, weights_source = build_student(config, feature_dim, task, init_file)
         model.to(device)
         loader = _training_loader(
             _TargetDataset(train, preprocess), config, generator, num_workers, device, ranks
+        )
+        unlabeled_loader = _unlabeled_loader(
+            unlabeled, preprocess, config, len(train.paths), num_workers, device, ranks
         )
         if config.freeze_backbone:
             model.backbone.requires_grad_(False)
@@ -376,12 +590,13 @@ def train_student(
             model, optimiser, torch.optim.lr_scheduler.StepLR(optimiser, config.lr_step_epochs, gamma=0.1),
             generator, torch.amp.GradScaler(device.type, enabled=config.precision == "fp16"),
         )  # fmt: skip
-        checkpoint = _checkpoint(work_root, config, task, weights_source, train, val)
+        checkpoint = _checkpoint(work_root, config, task, weights_source, train, val, unlabeled)
         resume(state, checkpoint, "student")
         history = fit(
             state, config.epochs,
             train_epoch=partial(_train_epoch, state=state, trained=trained, loader=loader, preprocess=preprocess,
-                                config=config, task=task, device=device, ranks=ranks, progress=progress),
+                                config=config, task=task, device=device, ranks=ranks, progress=progress,
+                                unlabeled=unlabeled_loader),
             validate=partial(_validate, model, val, preprocess, config, task, device, num_workers),
             checkpoint=checkpoint, name="student", lr_key="student.lr", progress=progress, is_main=ranks.is_main,
             barrier=partial(distributed.barrier, ranks),
@@ -400,15 +615,19 @@ def save_student(
     weights_source: dict,
     task: Task = DISTRIBUTION,
     data_source: str | None = None,
+    unlabeled_images: int = 0,
 ) -> None:
     """A self-describing checkpoint: architecture, input and normalisation, head sizes, weights source, and
-    what it was trained on (``data_source``: demo, ava, csv); it loads without running pickle code."""
+    what it was trained on (``data_source``: demo, ava, csv; ``unlabeled_images``: how many unlabelled
+    images CSKD's semi-supervised KD used, :class:`UnlabeledSchedule`); its init is in ``config``; it loads
+    without running pickle code."""
     checkpoint = {
         "kind": "student",
         "format": CHECKPOINT_FORMAT,
         "backbone": model_name(model.backbone),
         "weights_source": weights_source,
         "data_source": data_source,
+        "unlabeled_images": unlabeled_images,
         "preprocess": preprocess.as_dict(),
         "feature_dim": model.output.in_features,
         "head": {

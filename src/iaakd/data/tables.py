@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -79,14 +80,16 @@ class PipelineTables:
             position
         ]
 
-    def teacher_knowledge_rows(self, image_ids: list[str]) -> tuple[VectorRows, VectorRows]:
+    def teacher_knowledge_rows(
+        self, image_ids: list[str], name: str = "knowledge"
+    ) -> tuple[VectorRows, VectorRows]:
         """Like :meth:`teacher_knowledge`, but left on disk (a float32 row matrix in ``work/knowledge/``) and
         read one image at a time: the student's training set on AVA would hold about 1 GB in memory, in
-        every process."""
+        every process. A matrix of another ``name`` (the unlabelled images') does not replace this one."""
         self._require(self.teacher, "teacher")
         matrix = build_row_matrix(
             [(self.teacher, "teacher_output"), (self.teacher, "teacher_feature")], list(image_ids),
-            self.work / "knowledge", np.float32, "knowledge", progress=self.progress, rerun="teacher",
+            self.work / "knowledge", np.float32, name, progress=self.progress, rerun="teacher",
         )  # fmt: skip
         output_size = (
             ds.dataset(str(self.teacher), format="parquet").schema.field("teacher_output").type.list_size
@@ -115,6 +118,61 @@ class PipelineTables:
         if with_tags:
             data.tags = tags(part, self.labels)
         return data
+
+    def unlabeled_student_data(
+        self, frame: pd.DataFrame, pool_manifest: Path, knowledge: Knowledge | None = None
+    ) -> StudentData:
+        """CSKD's unlabelled images for the student's semi-supervised KD, in image_id order: the training
+        images split.label_fraction withheld (split ``unlabeled``; paths from the labels) and the pool's
+        (paths from ``pool_manifest``; absent or empty: none), each with the teacher's knowledge (read from
+        disk, or ``knowledge``) and a zero-width ground truth. Never a validation or test image: a pool id
+        that is a labelled image's is refused, and the teacher must mark every one of them unlabelled."""
+        withheld = frame.loc[frame["split"] == "unlabeled", ["image_id", "path"]]
+        rows = pd.concat([withheld, pool_rows(pool_manifest, frame)], ignore_index=True)
+        rows = rows.sort_values("image_id", kind="stable")
+        image_ids = rows["image_id"].tolist()
+        self._require_unlabelled_in_teacher(image_ids)
+        output, feature = (knowledge or partial(self.teacher_knowledge_rows, name="unlabeled-knowledge"))(
+            image_ids
+        )
+        return StudentData(rows["path"].tolist(), np.zeros((len(rows), 0), np.float32), output, feature)
+
+    def _require_unlabelled_in_teacher(self, image_ids: list[str]) -> None:
+        """Every one of ``image_ids`` has a teacher row marked ``labelled == false``."""
+        self._require(self.teacher, "teacher")
+        if "labelled" not in ds.dataset(str(self.teacher), format="parquet").schema.names:
+            raise UserError(
+                f"{self.teacher}: no 'labelled' column (written by an older teacher; rerun teacher)"
+            )
+        table = read_table(self.teacher, ["image_id", "labelled"])
+        marked = pd.Series(table.column("labelled").to_numpy(zero_copy_only=False),
+                           index=table.column("image_id").to_pylist()).reindex(image_ids)  # fmt: skip
+        if (missing := marked.index[marked.isna()]).size:
+            raise UserError(f"{self.teacher}: no teacher knowledge for {missing.size} unlabelled images,"
+                            f" for example '{missing[0]}' (rerun teacher)")  # fmt: skip
+        if (labelled := marked.index[marked.astype(bool)]).size:
+            raise UserError(f"{self.teacher}: the teacher marks {labelled.size} unlabelled images labelled, for"
+                            f" example '{labelled[0]}' (it ran on another split; rerun teacher)")  # fmt: skip
+
+
+def pool_rows(manifest: Path, frame: pd.DataFrame) -> pd.DataFrame:
+    """The pool's image_id and path (CSKD's unlabelled pool, ``data/pool/manifest.parquet``); none when the
+    manifest is absent. A pool id that is one of ``frame``'s labelled images is an error naming it."""
+    if not Path(manifest).is_file():
+        return pd.DataFrame({"image_id": pd.Series(dtype=str), "path": pd.Series(dtype=str)})
+    try:
+        pool = pd.read_parquet(manifest, columns=["image_id", "path"])
+    except (KeyError, ValueError) as error:
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(
+            f"{manifest}: not a pool manifest with columns image_id and path ({detail})"
+        ) from None
+    clash = frame[frame["image_id"].isin(pool["image_id"])]
+    if len(clash):
+        first = clash.iloc[0]
+        raise UserError(f"{manifest}: {len(clash)} pool images have the id of a labelled image, for example"
+                        f" '{first['image_id']}' (split {first['split']}); rerun the pool stage")  # fmt: skip
+    return pool
 
 
 def ground_truth(frame: pd.DataFrame) -> np.ndarray | None:

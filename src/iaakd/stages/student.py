@@ -7,9 +7,10 @@ from pathlib import Path
 from iaakd import distributed
 from iaakd.plots import training_curves
 from iaakd.stages import common
-from iaakd.student import StudentConfig, save_student, train_student
+from iaakd.student import StudentConfig, StudentData, save_student, train_student, unlabeled_schedule
 
 INIT_FILES = {"pretrain": Path("models/pretrain.pt"), "align": Path("models/align.pt")}  # student.init's
+POOL_MANIFEST = Path("data/pool/manifest.parquet")  # the pool stage's (CSKD); absent or empty: no pool
 
 
 def student_config(params: dict) -> StudentConfig:
@@ -24,11 +25,18 @@ def main(_argv: list[str]) -> None:
     ranks, device = distributed.start(common.device_from_env())
     frame = pipeline.labels_with_split()
     with_tags = config.semantic != "none"
-    if ranks.is_main:  # one process writes the knowledge's row matrix in .work/; the others then find it
+
+    def training_data() -> tuple[StudentData, StudentData | None]:
         train = pipeline.student_data(frame, "train", task, with_teacher=True, with_tags=with_tags)
+        if not config.unlabeled.enabled:
+            return train, None
+        return train, pipeline.unlabeled_student_data(frame, POOL_MANIFEST)  # CSKD: withheld and pool
+
+    if ranks.is_main:  # one process writes the knowledge's row matrices in .work/; the others then find them
+        train, unlabeled = training_data()
     distributed.barrier(ranks)
     if not ranks.is_main:
-        train = pipeline.student_data(frame, "train", task, with_teacher=True, with_tags=with_tags)
+        train, unlabeled = training_data()
     val = pipeline.student_data(frame, "val", task, with_teacher=False, with_tags=with_tags)
     feature_dim = train.teacher_feature.shape[1]
     model, preprocess, weights_source, history = train_student(
@@ -43,6 +51,7 @@ def main(_argv: list[str]) -> None:
         work_root=common.WORK_DIR / "student",
         ranks=ranks,
         init_file=INIT_FILES.get(config.init),
+        unlabeled=unlabeled,
     )
     distributed.finish(ranks)
     if not ranks.is_main:
@@ -54,7 +63,9 @@ def main(_argv: list[str]) -> None:
         " learnt nothing usable (raise student.epochs, or check student.lr)",
     )
     data_source = common.section(params, "data").get("source")
-    save_student(common.STUDENT_MODEL, model, preprocess, config, weights_source, task, data_source)
+    used = unlabeled_schedule(config, len(train.paths), len(unlabeled.paths) if unlabeled else 0, ranks)
+    save_student(common.STUDENT_MODEL, model, preprocess, config, weights_source, task, data_source,
+                 unlabeled_images=used.images_used)  # fmt: skip
     common.write_json(
         Path("metrics/student.json"),
         {
@@ -66,6 +77,7 @@ def main(_argv: list[str]) -> None:
             "kd": config.kd.enabled,
             "backbone": config.backbone,
             "init": config.init,
+            "unlabeled": used.images_used,  # unlabelled images the semi-supervised KD drew (0: switched off)
             "weights": weights_source["source"],
             "provenance": common.provenance(device=str(device), precision=config.precision),
         },
