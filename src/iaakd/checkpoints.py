@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from iaakd.atomic import atomic_path
-from iaakd.errors import UserError
+from iaakd.errors import UserError, first_line
 
 
 def fingerprint(config: dict, *arrays: np.ndarray | list | None) -> str:
@@ -73,7 +73,7 @@ def safe_load(path: Path, what: str, advice: str = "") -> dict:
     except FileNotFoundError:
         raise UserError(f"{path}: not found (expected {what})") from None
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = first_line(error)
         if "Weights only load failed" in reason or "weights_only" in str(error):
             reason = "it holds objects other than tensors and plain containers, and is not loaded"
         raise UserError(

@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from iaakd.errors import UserError
+from iaakd.errors import UserError, first_line
 
 ONNX_OPSET = 18
 PARITY_TOLERANCE = 1e-4
@@ -144,11 +144,7 @@ def exported_program(scorer):
             _cpu_model(scorer), (_example(scorer),), dynamic_shapes=({0: torch.export.Dim("batch")},)
         )
     except Exception as error:  # torch.export's many failure types, for a model it cannot trace
-        raise UserError(f"torch.export of {scorer.model_path} failed: {_first_line(error)}") from None
-
-
-def _first_line(error: Exception) -> str:
-    return str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+        raise UserError(f"torch.export of {scorer.model_path} failed: {first_line(error, 200)}") from None
 
 
 def export_onnx(scorer, path: Path, opset: int = ONNX_OPSET, program=None) -> dict:
@@ -168,7 +164,7 @@ def export_onnx(scorer, path: Path, opset: int = ONNX_OPSET, program=None) -> di
                 opset_version=opset, external_data=False,
             )  # fmt: skip
     except Exception as error:  # the exporter's many failure types, for a model it cannot translate
-        raise UserError(f"ONNX export of {scorer.model_path} failed: {_first_line(error)}") from None
+        raise UserError(f"ONNX export of {scorer.model_path} failed: {first_line(error, 200)}") from None
     for key, value in flat_metadata(description).items():
         onnx_program.model.metadata_props[key] = value
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ from torch import nn
 
 from iaakd.atomic import atomic_path
 from iaakd.checkpoints import safe_load
-from iaakd.errors import UserError
+from iaakd.errors import UserError, first_line
 from iaakd.models import create_backbone, model_name
 from iaakd.models.backbones import file_sha256, resolve_name
 
@@ -65,7 +65,7 @@ def load_backbone(path: Path, kind: str, expected: str) -> tuple[nn.Module, dict
         backbone.load_state_dict(saved["state_dict"], strict=True)
         started_from = saved["started_from"]
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        detail = first_line(error)
         raise UserError(
             f"{path}: its weights do not fit {wanted} ({type(error).__name__}: {detail})"
         ) from None

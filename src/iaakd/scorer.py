@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from iaakd.data.images import Preprocess
 from iaakd.data.scan import IMAGE_SUFFIXES, scan_image
-from iaakd.errors import UserError
+from iaakd.errors import UserError, first_line
 from iaakd.models import Student
 from iaakd.models.backbones import file_sha256
 from iaakd.student import checkpoint_task, load_student
@@ -96,7 +96,7 @@ def decode_problem(item: ImageInput, error: Exception) -> str:
             problem = None
         if problem is not None:
             return problem
-    reason = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
+    reason = first_line(error, 160)
     return f"unreadable: {reason}"
 
 

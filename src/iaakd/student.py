@@ -28,7 +28,7 @@ from iaakd.config import Rule, param
 from iaakd.data.images import INPUT_MODES, RESIZE_FILTERS, Preprocess
 from iaakd.devices import PRECISIONS, autocast_context
 from iaakd.distributed import SINGLE, Ranks
-from iaakd.errors import UserError
+from iaakd.errors import UserError, first_line
 from iaakd.feature_rows import VectorRows
 from iaakd.losses import MIXES, OUTPUT_TARGETS, student_loss, tag_loss, unlabeled_loss
 from iaakd.metrics import srcc
@@ -666,7 +666,7 @@ def load_student(path: Path) -> tuple[Student, Preprocess, dict]:
         model.load_state_dict(checkpoint["state_dict"])
         preprocess = Preprocess.from_dict(checkpoint["preprocess"])
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        detail = first_line(error)
         raise UserError(f"{path}: a damaged student checkpoint ({type(error).__name__}: {detail})") from None
     model.eval()
     return model, preprocess, checkpoint

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from iaakd.atomic import atomic_path
 from iaakd.checkpoints import Checkpoint, fingerprint, safe_load
 from iaakd.config import Rule, param
-from iaakd.errors import UserError
+from iaakd.errors import UserError, first_line
 from iaakd.feature_rows import FeatureRows, RowSubset, as_rows, identity, iter_chunks
 from iaakd.metrics import srcc
 from iaakd.models import Distiller
@@ -246,7 +246,7 @@ def _rebuilt(path: Path, saved: dict, state_dict: dict) -> Distiller:
                               task.output_size, task.activation)  # fmt: skip
         model.load_state_dict(state_dict)
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        detail = first_line(error)
         raise UserError(
             f"{path}: a damaged distiller checkpoint ({type(error).__name__}: {detail})"
         ) from None

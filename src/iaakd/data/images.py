@@ -14,7 +14,7 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
-from iaakd.errors import UserError
+from iaakd.errors import UserError, first_line
 
 RESIZE_FILTERS = {
     "bilinear": Image.Resampling.BILINEAR,
@@ -55,7 +55,7 @@ def decode_problem(error: BaseException) -> str:
     """The first line of a decoding error, short, for one line of output."""
     if isinstance(error, FileNotFoundError):
         return "missing"
-    return str(error).splitlines()[0][:100] if str(error) else type(error).__name__
+    return first_line(error, 100)
 
 
 def load_rgb(path: str | Path, draft: tuple[int, int] | None = None) -> Image.Image:

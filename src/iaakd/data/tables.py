@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow.dataset as ds
 
 from iaakd.data.labels import two_hot_tags
-from iaakd.errors import UserError
+from iaakd.errors import UserError, first_line
 from iaakd.feature_rows import FeatureMatrix, VectorRows, build_feature_matrix, build_row_matrix
 from iaakd.features import read_metadata, read_table, vector_column
 from iaakd.models.heads import NUM_TAGS
@@ -163,7 +163,7 @@ def pool_rows(manifest: Path, frame: pd.DataFrame) -> pd.DataFrame:
     try:
         pool = pd.read_parquet(manifest, columns=["image_id", "path"])
     except (KeyError, ValueError) as error:
-        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        detail = first_line(error)
         raise UserError(
             f"{manifest}: not a pool manifest with columns image_id and path ({detail})"
         ) from None

@@ -24,7 +24,7 @@ import torch
 from timm.models import _registry as timm_registry
 from torch import nn
 
-from iaakd.errors import UserError
+from iaakd.errors import UserError, first_line
 from iaakd.models import extra_architectures  # noqa: F401  (registers builders timm lacks)
 
 # Real ImageNet weights that work offline: full timm name -> (package, class with get_model_file_path).
@@ -156,9 +156,8 @@ def _load_weights(model: nn.Module, path: Path, keep_classifier: bool) -> None:
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
-        first_line = str(error).strip().splitlines()[0]
         raise UserError(
-            f"weights file {path} does not fit {model.pretrained_cfg['architecture']}: {first_line}"
+            f"weights file {path} does not fit {model.pretrained_cfg['architecture']}: {first_line(error)}"
         ) from error
 
 
