@@ -120,11 +120,11 @@ class PipelineTables:
         return data
 
     def unlabeled_student_data(
-        self, frame: pd.DataFrame, pool_manifest: Path, knowledge: Knowledge | None = None
+        self, frame: pd.DataFrame, pool_manifest: Path | None = None, knowledge: Knowledge | None = None
     ) -> StudentData:
         """CSKD's unlabelled images for the student's semi-supervised KD, in image_id order: the training
         images split.label_fraction withheld (split ``unlabeled``; paths from the labels) and the pool's
-        (paths from ``pool_manifest``; absent or empty: none), each with the teacher's knowledge (read from
+        (paths from ``pool_manifest``; None, absent or empty: none), each with the teacher's knowledge (read from
         disk, or ``knowledge``) and a zero-width ground truth. Never a validation or test image: a pool id
         that is a labelled image's is refused, and the teacher must mark every one of them unlabelled."""
         withheld = frame.loc[frame["split"] == "unlabeled", ["image_id", "path"]]
@@ -155,10 +155,10 @@ class PipelineTables:
                             f" example '{labelled[0]}' (it ran on another split; rerun teacher)")  # fmt: skip
 
 
-def pool_rows(manifest: Path, frame: pd.DataFrame) -> pd.DataFrame:
+def pool_rows(manifest: Path | None, frame: pd.DataFrame) -> pd.DataFrame:
     """The pool's image_id and path (CSKD's unlabelled pool, ``data/pool/manifest.parquet``); none when the
-    manifest is absent. A pool id that is one of ``frame``'s labelled images is an error naming it."""
-    if not Path(manifest).is_file():
+    manifest is None or absent. A pool id that is one of ``frame``'s labelled images is an error naming it."""
+    if manifest is None or not Path(manifest).is_file():
         return pd.DataFrame({"image_id": pd.Series(dtype=str), "path": pd.Series(dtype=str)})
     try:
         pool = pd.read_parquet(manifest, columns=["image_id", "path"])

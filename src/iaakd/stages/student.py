@@ -10,7 +10,6 @@ from iaakd.stages import common
 from iaakd.student import StudentConfig, StudentData, save_student, train_student, unlabeled_schedule
 
 INIT_FILES = {"pretrain": Path("models/pretrain.pt"), "align": Path("models/align.pt")}  # student.init's
-POOL_MANIFEST = Path("data/pool/manifest.parquet")  # the pool stage's (CSKD); absent or empty: no pool
 
 
 def student_config(params: dict) -> StudentConfig:
@@ -30,7 +29,9 @@ def main(_argv: list[str]) -> None:
         train = pipeline.student_data(frame, "train", task, with_teacher=True, with_tags=with_tags)
         if not config.unlabeled.enabled:
             return train, None
-        return train, pipeline.unlabeled_student_data(frame, POOL_MANIFEST)  # CSKD: withheld and pool
+        # CSKD: today split.label_fraction's withheld images; the pool's manifest joins once the pool stage
+        # lands and dvc.yaml lists it among this stage's deps (a file read but not listed never reruns it)
+        return train, pipeline.unlabeled_student_data(frame)
 
     if ranks.is_main:  # one process writes the knowledge's row matrices in .work/; the others then find them
         train, unlabeled = training_data()
