@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from iaakd.checkpoints import Checkpoint
+from iaakd.data.tables import ground_truth
 from iaakd.errors import UserError
 from iaakd.models import Distiller
 from iaakd.student import KDConfig, StudentConfig, build_student, load_student, save_student
@@ -132,8 +133,7 @@ def test_training_a_student_leaves_the_global_random_state_as_it_found_it(tiny_d
     from iaakd.student import StudentData, train_student
 
     labels, _ = load_ava(AvaLayout(tiny_demo), tiny_demo)
-    votes = np.stack(labels["votes"].to_numpy()).astype(np.float32)
-    truth = votes / votes.sum(axis=1, keepdims=True)
+    truth = ground_truth(labels)
     paths = [str(tiny_demo / path) for path in labels["path"]]
     config = StudentConfig(
         weights="random", input_size=32, epochs=1, batch_size=8, kd=KDConfig(enabled=False)

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from iaakd.config import build_config
+from iaakd.data.tables import ground_truth
 from iaakd.errors import UserError
 from iaakd.features import PartWriter, make_table
 from iaakd.losses import emd, student_loss, unlabeled_loss
@@ -49,8 +50,7 @@ def data(tiny_demo) -> tuple[StudentData, StudentData, StudentData]:
     from iaakd.data.ava import AvaLayout, load_ava
 
     labels, _ = load_ava(AvaLayout(tiny_demo), tiny_demo)
-    votes = np.stack(labels["votes"].to_numpy()).astype(np.float32)
-    truth = votes / votes.sum(axis=1, keepdims=True)
+    truth = ground_truth(labels)
     paths = [str(tiny_demo / path) for path in labels["path"]]
     rng = np.random.default_rng(0)
     train = StudentData(

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from iaakd.data.tables import ground_truth
 from iaakd.errors import UserError
 from iaakd.tasks import Task
 from iaakd.teacher import DistillerConfig, train_distiller
@@ -96,8 +97,7 @@ def test_student_training_is_deterministic_on_cpu(tiny_demo):
     from iaakd.student import StudentConfig, StudentData, train_student
 
     labels, _ = load_ava(AvaLayout(tiny_demo), tiny_demo)
-    votes = np.stack(labels["votes"].to_numpy()).astype(np.float32)
-    distributions = votes / votes.sum(axis=1, keepdims=True)
+    distributions = ground_truth(labels)
     paths = [str(tiny_demo / path) for path in labels["path"]]
     rng = np.random.default_rng(0)
     train = StudentData(
@@ -160,8 +160,7 @@ def test_student_on_knowledge_read_from_disk_equals_the_in_memory_one(tiny_demo,
     from iaakd.student import KDConfig, StudentConfig, StudentData, train_student
 
     labels, _ = load_ava(AvaLayout(tiny_demo), tiny_demo)
-    votes = np.stack(labels["votes"].to_numpy()).astype(np.float32)
-    distributions = votes / votes.sum(axis=1, keepdims=True)
+    distributions = ground_truth(labels)
     paths = [str(tiny_demo / path) for path in labels["path"]]
     rng = np.random.default_rng(0)
     teacher_output = rng.dirichlet(np.ones(10), size=len(paths)).astype(np.float32)
