@@ -60,3 +60,21 @@ def test_data_is_fsynced_before_the_rename_and_permissions_follow_the_umask(tmp_
     assert calls[:2] == ["fsync", "replace"]  # then the folder's fsync
     assert (tmp_path / "a.txt").read_text() == "text"
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0o600
+
+
+def test_two_saves_of_the_same_checkpoint_are_the_same_bytes(tmp_path):
+    """torch.save given the staging path names its archive after that random name: the same model, saved
+    twice, would then differ in its bytes (and in its md5 in dvc.lock) on every rerun."""
+    import torch
+
+    from iaakd.checkpoints import safe_load, save_atomically
+
+    payload = {"kind": "student", "state_dict": {"weight": torch.arange(6.0).reshape(2, 3)}}
+    save_atomically(payload, tmp_path / "first" / "model.pt")
+    save_atomically(payload, tmp_path / "second" / "model.pt")
+    first, second = (tmp_path / name / "model.pt" for name in ("first", "second"))
+    assert first.read_bytes() == second.read_bytes()
+    assert torch.equal(
+        safe_load(first, "a test checkpoint")["state_dict"]["weight"], payload["state_dict"]["weight"]
+    )
+    assert sorted(path.name for path in first.parent.iterdir()) == ["model.pt"]  # no staging file left

@@ -66,8 +66,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     temporary file is removed, ``path`` is untouched, and the error propagates. The folder is created
     when missing.
 
-        with atomic_path("models/student.pt") as temporary:
-            torch.save(state, temporary)
+        with atomic_path("data/labels.parquet") as temporary:
+            pyarrow.parquet.write_table(table, temporary)
+
+    (``torch.save`` given a path names its archive after it: :func:`iaakd.checkpoints.save_atomically`.)
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -55,13 +55,19 @@ class Checkpoint:
     def save(self, state: dict) -> None:
         if self.path is None:
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.path) as staging:
-            torch.save(state, staging)
+        save_atomically(state, self.path)
 
     def clear(self) -> None:
         if self.folder is not None and self.folder.is_dir():
             shutil.rmtree(self.folder)
+
+
+def save_atomically(payload: dict, path: Path) -> None:
+    """``payload`` written by ``torch.save`` atomically (:func:`iaakd.atomic.atomic_path`), through an open
+    file: given a path, torch names the archive's root folder after it, so the staging file's random name
+    would land inside the file and two saves of the same payload would differ in their bytes."""
+    with atomic_path(path) as staging, open(staging, "wb") as handle:
+        torch.save(payload, handle)
 
 
 def safe_load(path: Path, what: str, advice: str = "") -> dict:

@@ -13,8 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from iaakd.atomic import atomic_path
-from iaakd.checkpoints import safe_load
+from iaakd.checkpoints import safe_load, save_atomically
 from iaakd.errors import UserError, first_line
 from iaakd.models import create_backbone, model_name
 from iaakd.models.backbones import file_sha256, resolve_name
@@ -25,18 +24,16 @@ INITS = ("weights", "pretrain", "align")  # student.init: where the student's ba
 
 def save_backbone(path: Path, kind: str, backbone: nn.Module, started_from: dict, details: dict) -> None:
     """The trained backbone of stage ``kind`` (``pretrain`` or ``align``)."""
-    with atomic_path(path) as staging:
-        torch.save(
-            {"kind": kind, "format": FORMAT, "trained": True, "backbone": model_name(backbone),
-             "started_from": started_from, "details": details, "state_dict": backbone.state_dict()},
-            staging,
-        )  # fmt: skip
+    save_atomically(
+        {"kind": kind, "format": FORMAT, "trained": True, "backbone": model_name(backbone),
+         "started_from": started_from, "details": details, "state_dict": backbone.state_dict()},
+        path,
+    )  # fmt: skip
 
 
 def save_switched_off(path: Path, kind: str, reason: str) -> None:
     """The documented no-op output of a stage nothing asks for: no weights, the reason why."""
-    with atomic_path(path) as staging:
-        torch.save({"kind": kind, "format": FORMAT, "trained": False, "reason": reason}, staging)
+    save_atomically({"kind": kind, "format": FORMAT, "trained": False, "reason": reason}, path)
 
 
 def load_backbone(path: Path, kind: str, expected: str) -> tuple[nn.Module, dict]:

@@ -22,8 +22,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
 from iaakd import distributed
-from iaakd.atomic import atomic_path
-from iaakd.checkpoints import Checkpoint, fingerprint, safe_load
+from iaakd.checkpoints import Checkpoint, fingerprint, safe_load, save_atomically
 from iaakd.config import Rule, param
 from iaakd.data.images import INPUT_MODES, RESIZE_FILTERS, Preprocess
 from iaakd.devices import PRECISIONS, autocast_context
@@ -639,9 +638,7 @@ def save_student(
         "config": asdict(config),
         "state_dict": model.state_dict(),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as staging:
-        torch.save(checkpoint, staging)
+    save_atomically(checkpoint, path)
 
 
 def load_student(path: Path) -> tuple[Student, Preprocess, dict]:

@@ -12,8 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from iaakd.atomic import atomic_path
-from iaakd.checkpoints import Checkpoint, fingerprint, safe_load
+from iaakd.checkpoints import Checkpoint, fingerprint, safe_load, save_atomically
 from iaakd.config import Rule, param
 from iaakd.errors import UserError, first_line
 from iaakd.feature_rows import FeatureRows, RowSubset, as_rows, identity, iter_chunks
@@ -217,9 +216,7 @@ def save_distiller(
         "state_dict": model.state_dict(),
         "folds": [{"held_out_ids": list(ids), "state_dict": fold.state_dict()} for ids, fold in folds],
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as staging:
-        torch.save(checkpoint, staging)
+    save_atomically(checkpoint, path)
 
 
 def load_distiller(path: Path) -> tuple[Distiller, dict]:
