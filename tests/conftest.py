@@ -132,7 +132,7 @@ def commit(repo: Path, message: str) -> None:
 
 def make_repo(repo: Path, changes: dict) -> Path:
     """A git + DVC repository holding the pipeline (dvc.yaml, params.yaml with ``changes``, src/, scripts/,
-    presets/), committed."""
+    presets/, results/paper.json), committed."""
     repo.mkdir(parents=True, exist_ok=True)
     for name in ("dvc.yaml", "params.yaml", ".gitignore"):
         shutil.copy(REPO_ROOT / name, repo / name)
@@ -140,6 +140,8 @@ def make_repo(repo: Path, changes: dict) -> Path:
         shutil.copytree(
             REPO_ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
         )
+    (repo / "results").mkdir()  # the paper's numbers, which the report puts beside the demo's, as in a clone
+    shutil.copy(REPO_ROOT / "results" / "paper.json", repo / "results" / "paper.json")
     set_params(repo, changes)
     run(repo, "git", "init", "-q")
     run(repo, "dvc", "init", "-q")
