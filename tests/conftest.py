@@ -58,9 +58,12 @@ EVERY_STAGE = {
     "dataset",
     "split",
     *(f"extract@{backbone}" for backbone in TINY_TRIO),
+    "pool",
+    *(f"extract_pool@{backbone}" for backbone in TINY_TRIO),
     "distill",
     "teacher",
     "pretrain",
+    "align",
     "student",
     "evaluate",
 }

@@ -10,9 +10,11 @@ from iaakd.data.demo import DemoConfig
 from iaakd.data.splits import SplitConfig
 from iaakd.errors import UserError
 from iaakd.stages import common
+from iaakd.stages.align import align_config
 from iaakd.stages.dataset import data_config
 from iaakd.stages.evaluate import evaluate_config
 from iaakd.stages.extract import extract_config
+from iaakd.stages.pool import pool_config
 from iaakd.stages.pretrain import pretrain_config
 from iaakd.stages.student import student_config
 from iaakd.student import StudentConfig
@@ -37,7 +39,13 @@ def stage_configs(params: dict) -> dict[str, object]:
             DistillerConfig, params["distiller"], "distiller", ignore=("backbones",)
         ),
         "task": Task(task["output"], cutoff=params["evaluate"]["cutoff"]),
+        "pool": pool_config(params),
+        **{
+            f"extract_pool@{backbone}": extract_config(params, backbone)
+            for backbone in params["features"]["backbones"]
+        },
         "pretrain": pretrain_config(params),
+        "align": align_config(params),
         "student": student_config(params),
         "evaluate": evaluate_config(params),
     }

@@ -1,20 +1,24 @@
 """The new switches on the real `dvc repro` of the shared tiny demo: what each reruns, and what it writes.
 
 `pretrain` (student.init), out-of-fold teacher knowledge (distiller.out_of_fold), withheld labels
-(split.label_fraction)."""
+(split.label_fraction), CSKD's pool, alignment and semi-supervised KD (unlabeled.*, align.*,
+student.unlabeled.*)."""
 
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import run, set_params, stages_run
+from conftest import TINY_TRIO, run, set_params, stages_run
 
 from iaakd.data.tables import PipelineTables
 from iaakd.feature_rows import RowSubset
+from iaakd.features import read_metadata
 from iaakd.teacher import load_distiller, predict_output
 
 pytestmark = pytest.mark.slow
@@ -39,7 +43,8 @@ def test_pretrain_is_switched_off_by_default_and_writes_its_documented_marker(bu
 def test_student_init_pretrain_trains_the_backbone_and_a_pretrain_key_reruns_only_what_follows(tiny_repo):
     set_params(tiny_repo, TINY_PRETRAIN)
     first = run(tiny_repo, "dvc", "repro")
-    assert stages_run(first.stdout) == {"pretrain", "student", "evaluate"}
+    # align reads student.init too: it rewrites its marker (student.init=pretrain), in a second
+    assert stages_run(first.stdout) == {"pretrain", "align", "student", "evaluate"}
     metrics = json.loads((tiny_repo / "metrics" / "pretrain.json").read_text())
     assert metrics["trained"] and metrics["pool_images"] == 12
     assert set(metrics["held_out_pair_accuracy"]["by_group"]) == {"style", "technical", "composition"}
@@ -87,3 +92,86 @@ def test_withheld_labels_are_marked_unlabeled_in_the_split_and_in_the_teacher_kn
     teacher = pd.read_parquet(tiny_repo / "data" / "teacher").set_index("image_id")
     split = pd.read_parquet(tiny_repo / "data" / "split.parquet").set_index("image_id")["split"]
     assert (teacher["labelled"] == (split.reindex(teacher.index) != "unlabeled")).all()
+
+
+TINY_CSKD = {  # issue 15's "done when" run, at the tiny demo's scale
+    ("unlabeled", "source"): "demo",
+    ("unlabeled", "num_images"): 10,
+    ("student", "unlabeled", "enabled"): True,
+    ("student", "init"): "align",
+    ("align", "encoder"): "tf_efficientnet_lite0.in1k",
+    ("align", "encoder_input_size"): 64,
+    ("align", "epochs"): 2,
+    ("align", "batch_size"): 8,
+}
+
+
+def downstream_closure(repo: Path, stages: set[str]) -> set[str]:
+    """``stages`` and every stage that depends on one of them, from `dvc dag --dot`'s edges."""
+    edges = re.findall(r'"([^"]+)" -> "([^"]+)";', run(repo, "dvc", "dag", "--dot").stdout)
+    closure, grown = set(stages), True
+    while grown:
+        before = len(closure)
+        closure |= {after for first, after in edges if first in closure}
+        grown = len(closure) > before
+    return closure
+
+
+def rerun_by(repo: Path, changes: dict) -> set[str]:
+    """The stages a `dvc repro` would run after ``changes`` (then undone): those whose own inputs change
+    (`dvc repro --dry`) and everything downstream of them."""
+    params = (repo / "params.yaml").read_text()
+    set_params(repo, changes)
+    try:
+        return downstream_closure(repo, stages_run(run(repo, "dvc", "repro", "--dry").stdout))
+    finally:
+        (repo / "params.yaml").write_text(params)
+
+
+def test_cskd_switched_on_aligns_gives_the_pool_knowledge_and_each_new_key_reruns_only_what_follows(
+    tiny_repo,
+):
+    set_params(tiny_repo, TINY_CSKD)
+    first = run(tiny_repo, "dvc", "repro")
+    pool_extraction = {name for name in stages_run(first.stdout) if name.startswith("extract_pool@")}
+    assert len(pool_extraction) == 3
+    # never the labelled images' stages: the pool has stages of its own
+    assert stages_run(first.stdout) == {"pool", *pool_extraction, "teacher", "pretrain", "align", "student",
+                                        "evaluate"}  # fmt: skip
+    manifest = pd.read_parquet(tiny_repo / "data" / "pool" / "manifest.parquet")
+    labels = pd.read_parquet(tiny_repo / "data" / "labels.parquet")
+    assert len(manifest) == 10 and manifest["image_id"].str.startswith("pool-").all()
+    assert not set(manifest["file_hash"]) & set(labels["file_hash"])
+    teacher = pd.read_parquet(tiny_repo / "data" / "teacher").set_index("image_id")
+    pool_rows = teacher.loc[manifest["image_id"]]
+    assert (~pool_rows["labelled"]).all() and (pool_rows["fold"] == -1).all()
+    assert teacher.drop(manifest["image_id"])["labelled"].all() and len(teacher) == len(labels) + 10
+    align = json.loads((tiny_repo / "metrics" / "align.json").read_text())
+    assert align["trained"] and align["images"]["pool"] == 10 and align["encoder_weights"] == "packaged"
+    assert np.isfinite([align["held_out_cosine_before"], align["held_out_cosine_after"]]).all()
+    student = json.loads((tiny_repo / "metrics" / "student.json").read_text())
+    assert student["init"] == "align" and 0 < student["unlabeled"] <= 10
+    assert torch.load(tiny_repo / "models" / "student.pt", weights_only=True)["config"]["init"] == "align"
+
+    extraction = {f"extract@{name.split('@')[1]}" for name in pool_extraction}
+    assert rerun_by(tiny_repo, {("student", "unlabeled", "weight"): 0.5}) == {"student", "evaluate"}
+    assert rerun_by(tiny_repo, {("align", "lr"): 3e-4}) == {"align", "student", "evaluate"}
+    pool_change = rerun_by(tiny_repo, {("unlabeled", "num_images"): 12})
+    assert pool_change == {"pool", *pool_extraction, "teacher", "align", "student", "evaluate"}
+    assert not pool_change & ({"demo", "dataset", "split", "distill"} | extraction)
+
+
+def test_extract_stage_pools_a_small_vit_asked_for_by_name_with_random_weights_at_full_resolution(tiny_repo):
+    vit = {("features", "backbones"): [*TINY_TRIO, "vit_tiny_patch16_224.augreg_in21k_ft_in1k"]}
+    set_params(tiny_repo, {**vit, ("features", "weights"): "random", ("features", "input_size"): None})
+    result = run(
+        tiny_repo, "python", "-m", "iaakd.stages.extract", "vit_tiny_patch16_224.augreg_in21k_ft_in1k"
+    )
+    assert "(random weights" in result.stdout
+    folder = tiny_repo / "data" / "features" / "vit_tiny_patch16_224.augreg_in21k_ft_in1k"
+    features = pd.read_parquet(folder)
+    labels = pd.read_parquet(tiny_repo / "data" / "labels.parquet")
+    assert sorted(features["image_id"]) == sorted(labels["image_id"])
+    vectors = np.stack(features["feature"].to_numpy()).astype(np.float32)
+    assert vectors.shape[1] == sum(read_metadata(folder)["level_dims"]) and np.isfinite(vectors).all()
+    assert len(np.unique(vectors.round(3), axis=0)) == len(vectors)  # every image its own vector

@@ -1,22 +1,34 @@
-"""Stage `extract@<backbone>`: MLSP features of every labelled image into data/features/<backbone>/."""
+"""Stage `extract@<backbone>`: MLSP features of every labelled image into data/features/<backbone>/; with
+``--pool`` (stage `extract_pool@<backbone>`), of every image of CSKD's unlabelled pool (data/pool/manifest.parquet)
+into data/pool_features/<backbone>/, in the same format, by the same code.
+
+An empty pool, or one the student does not use (``student.unlabeled.enabled: false``), gives at once an empty
+folder without loading the backbone: one part of no rows whose metadata holds ``empty`` (why) instead of the
+backbone's details (:func:`write_empty_features`)."""
 
 from __future__ import annotations
 
 import importlib.metadata
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import PIL
+import pyarrow as pa
 import timm
 import torch
 
 from iaakd import distributed
 from iaakd.checkpoints import fingerprint
+from iaakd.data.pool import read_manifest
 from iaakd.errors import UserError
 from iaakd.extract import ExtractConfig, Extractor, extract_to_parts
-from iaakd.features import PartWriter
+from iaakd.features import PartWriter, make_table
 from iaakd.models import resolve_name
 from iaakd.stages import common
+
+IMAGE_COLUMNS = ["image_id", "path", "width", "height", "file_hash"]
+EMPTY = "empty"  # the metadata key of a folder without features: why it has none
 
 
 def device_description(device: torch.device) -> str:
@@ -69,14 +81,37 @@ def extract_config(params: dict, backbone: str) -> tuple[ExtractConfig, int]:
     return config, rows_per_part
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) != 1:
-        raise UserError("usage: python -m iaakd.stages.extract <backbone>")
-    backbone = argv[0]
-    config, rows_per_part = extract_config(common.load_params(), backbone)
-    ranks, device = distributed.start(common.device_from_env())
+def write_empty_features(folder: Path, backbone: str, reason: str) -> None:
+    """``folder`` as a valid feature folder without rows: one part with the columns (a ``feature`` of no
+    dimensions: the backbone is not loaded to learn its own) and metadata ``{"backbone", "images": 0, "empty":
+    reason}``, put in place whole."""
+    writer = PartWriter(folder)
+    columns = {"image_id": pa.array([], pa.string()), "feature": pa.array([], pa.list_(pa.float16(), 0))}
+    writer.write(make_table(columns, {"backbone": backbone, "images": 0, EMPTY: reason}))
+    writer.commit()
+
+
+def pool_unused_because(params: dict) -> str | None:
+    """Why the pool's features are not needed (the student trains on no unlabelled images), or None."""
+    unlabeled = common.section(params, "student").get("unlabeled", {})
+    common.require(isinstance(unlabeled, dict), "params: 'student.unlabeled' must be a mapping")
+    enabled = common.check_type(unlabeled.get("enabled", False), bool, "student.unlabeled.enabled")
+    return None if enabled else "student.unlabeled.enabled=false"
+
+
+def extract_images(
+    backbone: str,
+    images: pd.DataFrame,
+    folder: Path,
+    work_root: Path,
+    config: ExtractConfig,
+    rows_per_part: int,
+    ranks: distributed.Ranks,
+    device: torch.device,
+) -> None:
+    """MLSP features of every image of ``images`` (:data:`IMAGE_COLUMNS`) into ``folder``, on ``device`` (one of
+    ``ranks``), resumable: finished parts are kept in ``work_root/<run key>`` until the folder is complete."""
     extractor = Extractor.create(config, device)
-    labels = pd.read_parquet(common.LABELS, columns=["image_id", "path", "width", "height", "file_hash"])
     metadata = {
         "backbone": extractor.full_name,
         "weights": extractor.weights.as_dict(),
@@ -88,19 +123,18 @@ def main(argv: list[str]) -> None:
     }
     # Finished parts live outside DVC's outputs (DVC deletes those before a rerun), in a folder named by
     # everything that decides their content; a run with other inputs or params starts a new folder.
-    run_key = resume_key(metadata, config, rows_per_part, device, labels)
-    work_root = common.WORK_DIR / "extract" / backbone
+    run_key = resume_key(metadata, config, rows_per_part, device, images)
     if ranks.is_main:
         for stale in work_root.glob("*"):
             if stale.name != run_key:
                 shutil.rmtree(stale)  # parts of other inputs or params can never be used again
     distributed.barrier(ranks)
-    writer = PartWriter(common.FEATURES_DIR / backbone, work_dir=work_root / run_key)
+    writer = PartWriter(folder, work_dir=work_root / run_key)
     done_before, total = extract_to_parts(
         extractor,
-        labels["path"].tolist(),
-        list(zip(labels["width"], labels["height"], strict=True)),
-        labels["image_id"].to_numpy(),
+        images["path"].tolist(),
+        list(zip(images["width"], images["height"], strict=True)),
+        images["image_id"].to_numpy(),
         config,
         device,
         writer,
@@ -122,10 +156,47 @@ def main(argv: list[str]) -> None:
             )
         writer.commit()
         print(
-            f"extract {backbone}: {len(labels)} images, {extractor.mlsp.dim} dimensions "
+            f"extract {backbone}: {len(images)} images into {folder}, {extractor.mlsp.dim} dimensions "
             f"({extractor.weights.source} weights, {ranks.world} process{'es' if ranks.world > 1 else ''})"
         )
     distributed.finish(ranks)
+
+
+def extract_pool(backbone: str, params: dict, manifest: Path = common.POOL_MANIFEST,
+                 features_dir: Path = common.POOL_FEATURES_DIR) -> None:  # fmt: skip
+    """The pool's features for ``backbone`` into ``features_dir/<backbone>``; an empty or unused pool: an
+    empty folder at once (:func:`write_empty_features`), the backbone never loaded."""
+    config, rows_per_part = extract_config(params, backbone)
+    ranks, device = distributed.start(common.device_from_env())
+    reason = pool_unused_because(params)
+    images = read_manifest(manifest) if reason is None else None
+    if images is not None and images.empty:
+        reason = f"{manifest} lists no image"
+    if reason is None:
+        work_root = common.WORK_DIR / "extract_pool" / backbone  # beside, never in, the labelled images' own
+        return extract_images(backbone, images[IMAGE_COLUMNS], features_dir / backbone, work_root, config,
+                              rows_per_part, ranks, device)  # fmt: skip
+    if ranks.is_main:
+        write_empty_features(features_dir / backbone, backbone, reason)
+        print(f"extract {backbone} --pool: no features ({reason})")
+    distributed.finish(ranks)
+
+
+def extract_labelled(backbone: str, params: dict) -> None:
+    """Every labelled image's features for ``backbone`` into data/features/<backbone>."""
+    config, rows_per_part = extract_config(params, backbone)
+    ranks, device = distributed.start(common.device_from_env())
+    common.require(common.LABELS.is_file(), f"{common.LABELS} not found (run the dataset stage)")
+    labels = pd.read_parquet(common.LABELS, columns=IMAGE_COLUMNS)
+    extract_images(backbone, labels, common.FEATURES_DIR / backbone, common.WORK_DIR / "extract" / backbone,
+                   config, rows_per_part, ranks, device)  # fmt: skip
+
+
+def main(argv: list[str]) -> None:
+    arguments = [argument for argument in argv if argument != "--pool"]
+    if len(arguments) != 1 or len(argv) - len(arguments) > 1:
+        raise UserError("usage: python -m iaakd.stages.extract <backbone> [--pool]")
+    (extract_pool if "--pool" in argv else extract_labelled)(arguments[0], common.load_params())
 
 
 if __name__ == "__main__":

@@ -29,9 +29,8 @@ def main(_argv: list[str]) -> None:
         train = pipeline.student_data(frame, "train", task, with_teacher=True, with_tags=with_tags)
         if not config.unlabeled.enabled:
             return train, None
-        # CSKD: today split.label_fraction's withheld images; the pool's manifest joins once the pool stage
-        # lands and dvc.yaml lists it among this stage's deps (a file read but not listed never reruns it)
-        return train, pipeline.unlabeled_student_data(frame)
+        # CSKD: split.label_fraction's withheld images and the pool's (absent or empty: none)
+        return train, pipeline.unlabeled_student_data(frame, common.POOL_MANIFEST)
 
     if ranks.is_main:  # one process writes the knowledge's row matrices in .work/; the others then find them
         train, unlabeled = training_data()
