@@ -162,7 +162,9 @@ def copy_repo(source: Path, target: Path) -> Path:
 
 # What the smoke test changes in README's "Reproducing the paper" commands: the paper's models become small
 # ones with packaged weights; the folds, the input sizes (the tiny demo's images are at most 320 px; its
-# students are 32 px) and the seed counts shrink to fit 40 images and a test's time. Every command is
+# students are 32 px) and the seed counts shrink to fit 40 images and a test's time; Fig. 6's loop runs
+# its first fold only (every other fold is the same two commands with another number: two `dvc exp run`s
+# of split, distill, teacher, student and evaluate, about 2 minutes of the suite). Every command is
 # otherwise run as written.
 PAPER_TO_TINY = {
     "--seeds 0 1 2 3 4": "--seeds 0 1",
@@ -175,7 +177,7 @@ PAPER_TO_TINY = {
     "resnetv2_152x4_bit.goog_in21k_ft_in1k": "tf_efficientnet_lite2.in1k",
     "resnet50.tv_in1k": "tf_efficientnet_lite1.in1k",
     "resnet18.tv_in1k": "tf_efficientnet_lite2.in1k",
-    "$(seq 0 11)": "$(seq 0 1)",
+    "$(seq 0 11)": "$(seq 0 0)",
     "split.num_folds=12": "split.num_folds=2",
     "split.test_size=20000": "split.test_size=4",
     "--folds 12 --test-size 20000": "--folds 2 --test-size 4",
