@@ -121,8 +121,8 @@ def test_student_without_offline_weights_stops_with_one_clear_line(tiny_repo):
     assert "Traceback" not in result.stderr
     set_params(tiny_repo, {("student", "weights"): "random"})
     result = run(tiny_repo, "dvc", "repro")
-    # `pretrain` reads student.weights too; switched off (student.init=weights) it only rewrites its marker
-    assert stages_run(result.stdout) == {"pretrain", "student", "evaluate"}
+    # `pretrain` and `align` read student.weights too; switched off (student.init=weights) they rewrite markers
+    assert stages_run(result.stdout) == {"pretrain", "align", "student", "evaluate"}
     assert "pretrain: nothing to train" in result.stdout
     assert json.loads((tiny_repo / "metrics" / "student.json").read_text())["weights"] == "random"
 
