@@ -32,7 +32,7 @@ from iaakd.feature_rows import VectorRows
 from iaakd.losses import MIXES, OUTPUT_TARGETS, student_loss, tag_loss, unlabeled_loss
 from iaakd.metrics import srcc
 from iaakd.models import Student, create_backbone, model_name, normalisation
-from iaakd.models.heads import SEMANTIC_MODES, StudentOutput
+from iaakd.models.heads import HEAD_START, SEMANTIC_MODES, StudentOutput, start_output_at
 from iaakd.pretrained import INITS, load_backbone
 from iaakd.tasks import DISTRIBUTION, Task
 from iaakd.training import TrainingHistory, TrainingState, fit, resume, seeded
@@ -488,7 +488,13 @@ def _checkpoint(
     (the unlabelled images and their knowledge included, so a resumed run never mixes two pools)."""
     if work_root is None:
         return Checkpoint(None)
-    run = {**asdict(config), **task.as_dict(), "weights": weights_source, "format": CHECKPOINT_FORMAT}
+    run = {
+        **asdict(config),
+        **task.as_dict(),
+        "weights": weights_source,
+        "format": CHECKPOINT_FORMAT,
+        "head": HEAD_START,
+    }
     pool = () if unlabeled is None else (unlabeled.paths, unlabeled.teacher_output, unlabeled.teacher_feature)
     return Checkpoint(
         work_root / fingerprint(
@@ -573,6 +579,7 @@ def train_student(
     train, unlabeled = _prepared(config, train, val, ranks, unlabeled)
     with seeded(config.seed) as generator:
         model, preprocess, weights_source = build_student(config, feature_dim, task, init_file)
+        start_output_at(model.output, task.output_bias(train.ground_truth))  # KD or not: the same start
         model.to(device)
         loader = _training_loader(
             _TargetDataset(train, preprocess), config, generator, num_workers, device, ranks

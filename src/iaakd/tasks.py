@@ -2,6 +2,9 @@
 
 - ``distribution``: a softmax over 10 score bins, trained with EMD (Eq. 3, 7); needs vote counts.
 - ``score``: one number, the score scaled to [0, 1] by the data's score range, trained with MSE (Eq. 13).
+  The paper does not give Eq. 13's units; [0, 1] lets one head and one learning rate serve any score range
+  (AVA's 1-10, a CSV's 1-5). The price: on AVA the squared error is 9² = 81 times smaller than in the data's
+  units, so against the feature term of Eq. 13 the score term weighs 1/81 of what it would in points.
 - ``binary``: the probability that the score is above the cut-off, trained with BCE (Eq. 12).
 
 Every output becomes a predicted score (for SRCC/PLCC) and a high/low call (for Acc) here, in one place.
@@ -18,6 +21,7 @@ from iaakd.losses import binary_cross_entropy, emd, mse
 from iaakd.metrics import mean_score, score_metrics
 
 OUTPUTS = ("distribution", "score", "binary")
+_SMALLEST = 1e-6  # a bin or class with no training example: its bias stays finite
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,19 @@ class Task:
             low, high = self.score_range
             return ((scores - low) / (high - low)).astype(np.float32).reshape(-1, 1)
         return (scores > self.cutoff).astype(np.float32).reshape(-1, 1)
+
+    def output_bias(self, targets: np.ndarray) -> np.ndarray:
+        """The output layer's bias at which a head whose weights are zero predicts the mean of ``targets``
+        (n, output_size): the mean target (``score``), the logit of the base rate (``binary``), the log of
+        the mean distribution (``distribution``: softmax's input, up to a constant). Starting there, the
+        first steps learn what differs between images instead of the mean (Table XV's score head)."""
+        mean = np.asarray(targets, dtype=np.float64).reshape(-1, self.output_size).mean(axis=0)
+        if self.output == "distribution":
+            return np.log(np.clip(mean, _SMALLEST, None))
+        if self.output == "binary":
+            rate = np.clip(mean, _SMALLEST, 1.0 - _SMALLEST)
+            return np.log(rate / (1.0 - rate))
+        return mean
 
     def predicted_score(self, output: np.ndarray) -> np.ndarray:
         """A value that ranks images: the mean score (data units), or the probability of "high"."""

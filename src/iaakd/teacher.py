@@ -18,6 +18,7 @@ from iaakd.errors import UserError, first_line
 from iaakd.feature_rows import FeatureRows, RowSubset, as_rows, identity, iter_chunks
 from iaakd.metrics import srcc
 from iaakd.models import Distiller
+from iaakd.models.heads import HEAD_START, start_output_at
 from iaakd.tasks import DISTRIBUTION, Task
 from iaakd.training import TrainingHistory, TrainingState, fit, resume, seeded
 
@@ -118,13 +119,14 @@ def train_distiller(
     checkpoint = Checkpoint(
         work_root / fingerprint(
             {**asdict(config), **task.as_dict(), "train": identity(train_x), "val": identity(val_x),
-             "format": CHECKPOINT_FORMAT}, train_targets, val_targets,
+             "format": CHECKPOINT_FORMAT, "head": HEAD_START}, train_targets, val_targets,
         )
         if work_root is not None
         else None
     )  # fmt: skip
     with seeded(config.seed) as generator:
         model = Distiller(train_x.dim, config.hidden, config.dropout, task.output_size, task.activation)
+        start_output_at(model.output, task.output_bias(train_targets))
         optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         state = TrainingState(
             model, optimiser, torch.optim.lr_scheduler.StepLR(optimiser, config.lr_step_epochs, gamma=0.1),

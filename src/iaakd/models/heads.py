@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -46,6 +47,16 @@ class Distiller(nn.Module):
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         aesthetic_feature = self.body(features)
         return ACTIVATIONS[self.activation](self.output(aesthetic_feature)), aesthetic_feature
+
+
+HEAD_START = "output bias at the training targets"  # in training checkpoints' keys: older ones do not resume
+
+
+def start_output_at(layer: nn.Linear, bias: np.ndarray) -> None:
+    """Sets the output layer's bias to ``bias`` (``Task.output_bias`` of the training targets), so that the
+    untrained head predicts about the targets' mean; the weights keep their initialisation."""
+    with torch.no_grad():
+        layer.bias.copy_(torch.as_tensor(bias, dtype=layer.bias.dtype))
 
 
 NUM_TAGS = 66  # AVA's semantic tags, ids 1..66 (0: none)
