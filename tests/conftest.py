@@ -42,6 +42,7 @@ TINY_TRIO = [
 # weights (the README's paper commands need three), small inputs, a tiny distiller, one epoch.
 TINY = {
     ("data", "demo", "num_images"): 40,
+    ("data", "demo", "test_fraction"): 0.25,  # 10 test images, 30 for training and validation
     ("split", "val_fraction"): 0.3,  # 9 validation images, both classes of the binary task among them
     ("features", "backbones"): TINY_TRIO,
     ("features", "input_size"): 64,

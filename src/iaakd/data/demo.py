@@ -93,7 +93,7 @@ VOTES_MEDIAN, VOTES_RANGE = 200, (78, 549)
 class DemoConfig:
     num_images: int = param(600, minimum=40)
     seed: int = 0
-    test_fraction: float = 0.25
+    test_fraction: float = param(0.25, above=0.0, below=1.0)  # share listed in generic_test.jpgl
     first_id: int = 100001
 
 
