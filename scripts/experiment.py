@@ -154,6 +154,22 @@ class StudentRuns:
 
     def run(self, config: StudentConfig) -> dict:
         """Test metrics of a student trained with ``config``, and its GMACs at its input size."""
+        model, preprocess, prediction = self._trained(config)
+        size = preprocess.size
+        return {
+            **self.pipeline.test_metrics(prediction),
+            "input": f"{size}x{size}"
+            + (f" (pad {preprocess.pad_size})" if preprocess.mode == "pad_crop" else ""),
+            "gmacs": gmacs(model, (1, 3, size, size)),
+        }
+
+    def test_output(self, config: StudentConfig) -> np.ndarray:
+        """The raw output rows (one per test image, in ``self.test``'s order) of a student trained with
+        ``config``: what a result script keeps to compare runs image by image (iaakd.paired)."""
+        return self._trained(config)[2]
+
+    def _trained(self, config: StudentConfig) -> tuple:
+        """A student trained with ``config``, its preprocessing, and its output rows on the test images."""
         model, preprocess, _, _ = train_student(
             config,
             self.train,
@@ -172,13 +188,7 @@ class StudentRuns:
             tags=tags(self.test) if config.semantic == "input" else None,
         )
         RAN.add((str(self.device), config.precision))
-        size = preprocess.size
-        return {
-            **self.pipeline.test_metrics(prediction),
-            "input": f"{size}x{size}"
-            + (f" (pad {preprocess.pad_size})" if preprocess.mode == "pad_crop" else ""),
-            "gmacs": gmacs(model, (1, 3, size, size)),
-        }
+        return model, preprocess, prediction
 
 
 def knowledge_rows(

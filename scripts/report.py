@@ -40,13 +40,26 @@ TEACHER_SPREAD_RESULTS = RESULTS / "teacher_spread.json"
 ABLATION_RESULTS = RESULTS / "ablations.json"
 RETRAINED_RESULTS = RESULTS / "folds_and_outputs.json"
 EVALUATION = Path("metrics/evaluate.json")  # the pipeline's own result (dvc repro)
-ROWS = (
+ROWS = (  # the KD comparison's rows; keys feed paper_beside's MATCHES (a key it does not name: —)
     ("teacher", "teacher (3 backbones at full resolution + distiller)"),
     ("student_kd", "student with KD"),
     ("student_no_kd", "student without KD (ground truth only)"),
     ("student_kd_shuffled", "student with KD, teacher knowledge shuffled across images"),
+    ("student_kd_no_feature", "student with KD, no feature term (output term only)"),
+    ("student_kd_oof", "student with KD, out-of-fold teacher outputs (f_t of the full distiller)"),
+    ("student_kd_oof_fold_feature", "student with KD, out-of-fold outputs and f_t of the fold distillers"),
+    ("student_kd_oof_output_only", "student with KD, out-of-fold teacher outputs, no feature term"),
     ("constant_predictor", "constant predictor (mean training distribution)"),
 )
+KD_SHORT = {  # the KD comparison's arms as the paired differences name them
+    "student_kd": "KD",
+    "student_no_kd": "no KD",
+    "student_kd_shuffled": "KD shuffled",
+    "student_kd_no_feature": "KD without f_t term",
+    "student_kd_oof": "KD out-of-fold",
+    "student_kd_oof_fold_feature": "KD out-of-fold with fold f_t",
+    "student_kd_oof_output_only": "KD out-of-fold without f_t term",
+}
 
 
 def _cell(value: float | None) -> str:
@@ -80,30 +93,137 @@ def _unfinished(results: dict) -> str:
     )
 
 
-def kd_table(results: dict, paper: Beside | None = None) -> str:
-    config = results["student_config"]
+def _over_seeds(results: dict, key: str) -> tuple[dict, int]:
+    """An arm's summary over seeds, with the sd computed from its runs where the summary lacks it (results
+    written before the seed protocol), and its number of seeds."""
+    summary = {name: dict(values) for name, values in results["summary"][key].items()}
+    runs = results["runs"].get(key, [])
+    for name, values in summary.items():
+        if "sd" not in values:
+            per_seed = [run[name] for run in runs if run.get(name) is not None]
+            values["sd"] = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else None
+    return summary, len(runs)
+
+
+def _kd_keys(results: dict) -> list[str]:
+    """The KD table's rows: ROWS' order, then any other arm of the summary, constant predictor last."""
+    known = [key for key, _ in ROWS]
+    others = [key for key in results["summary"] if key not in known]
+    return [*known[:-1], *others, known[-1]]
+
+
+def _signed(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.3f}"
+
+
+def _interval(result: dict | None) -> str:
+    if result is None or result["ci95_low"] is None:
+        return "n/a"
+    return f"[{result['ci95_low']:+.3f}, {result['ci95_high']:+.3f}]"
+
+
+def _share(result: dict | None) -> str:
+    return (
+        "n/a" if result is None or result["share_a_beats_b"] is None else f"{result['share_a_beats_b']:.0%}"
+    )
+
+
+def _teacher_fit(fit: dict | None) -> str:
+    """The teacher on its own training images against its validation images, in a sentence."""
+    if not fit:
+        return ""
+
+    def srcc_emd(name: str) -> str:
+        return f"SRCC {_cell(fit[name]['srcc'])}, EMD {_cell(fit[name].get('emd'))}"
+
+    return (
+        f" The teacher on its own training images: {srcc_emd('train_in_fold')} in-fold, "
+        f"{srcc_emd('train_out_of_fold')} out-of-fold ({fit['folds']} fold distillers), against "
+        f"{srcc_emd('val')} on the validation images (train - val SRCC gap {_cell(fit['train_val_srcc_gap'])} "
+        f"in-fold, {_cell(fit['train_out_of_fold_val_srcc_gap'])} out-of-fold)."
+    )
+
+
+def _seed_counts(results: dict) -> str:
+    """Which seeds the rows ran with: one list for every row, or (the seed protocol) the first ones of a list,
+    as many as the row's seeds column says."""
+    seeds = ", ".join(str(seed) for seed in results["seeds"])
+    if "protocol" not in results:
+        return f"seeds {seeds}"
+    return f"seeds {seeds}, each row over as many of them (the first) as its seeds column says"
+
+
+def kd_paired_table(results: dict) -> str | None:
+    """The paired differences A - B of the KD comparison's arms (results' "paired"); None before the seed
+    protocol wrote them."""
+    comparisons = results.get("paired")
+    if not comparisons:
+        return None
     rows = []
-    for key, label in ROWS:
+    for entry in comparisons:
+        srcc, emd = entry["metrics"]["srcc"], entry["metrics"].get("emd")
+        seeds = f"{srcc['n_seeds_a']} / {srcc['n_seeds_b']}" + (" paired" if srcc["paired_seeds"] else "")
+        label = f"{KD_SHORT.get(entry['a'], entry['a'])} − {KD_SHORT.get(entry['b'], entry['b'])}"
+        rows.append(
+            [label, "**primary**" if entry["primary"] else "exploratory", seeds,
+             _signed(srcc["difference"]), _interval(srcc), _share(srcc),
+             _signed(emd and emd["difference"]), _interval(emd), _share(emd)]
+        )  # fmt: skip
+    first = comparisons[0]["metrics"]["srcc"]
+    return _markdown(
+        "Paired differences (A − B), 95 % interval over test images and seeds, share of seed pairs A beats "
+        f"B ({first['n_images']} test images, {first['resamples']} bootstrap resamples; seeds paired where "
+        "both rows ran the same seeds). Higher SRCC is better, lower EMD is better (a negative EMD "
+        "difference favours A). The primary comparison was named before the runs; every other difference "
+        "is exploratory: with this many intervals, some exclude 0 by chance.",
+        ["A − B", "comparison", "seeds A / B", "SRCC A − B", "SRCC 95 % interval", "SRCC: A beats B",
+         "EMD A − B", "EMD 95 % interval", "EMD: A beats B"],
+        rows,
+    )  # fmt: skip
+
+
+def kd_table(results: dict, paper: Beside | None = None) -> str:
+    """The KD comparison: each row's mean and sd over its seeds (the paper's numbers beside), then the
+    paired differences; also for results written before the seed protocol (no paired differences)."""
+    config = results["student_config"]
+    labels = dict(ROWS)
+    keys = [
+        key
+        for key in _kd_keys(results)
+        if key in results["summary"] or key in ("teacher", "constant_predictor")
+    ]
+    rows = []
+    for key in keys:
+        label = labels.get(key, key)
         if key in results["summary"]:
-            summary = results["summary"][key]
+            summary, seeds = _over_seeds(results, key)
             get = lambda name, field="mean", s=summary: s.get(name, {}).get(field)  # noqa: E731
-            rows.append([label, *(_cell(value) for value in (get("srcc"), get("srcc", "spread"),
-                                                             get("plcc"), get("acc"), get("emd")))])  # fmt: skip
+            rows.append([label, seeds, *(_cell(value) for value in (get("srcc"), get("srcc", "sd"),
+                                                                    get("plcc"), get("acc"), get("emd")))])  # fmt: skip
         else:
             single = results[key]
             rows.append(
-                [label, _cell(single["srcc"]), "(one run)", *_metrics(single, ("plcc", "acc", "emd"))]
+                [label, "one run", _cell(single["srcc"]), "n/a", *_metrics(single, ("plcc", "acc", "emd"))]
             )
-    return _markdown(
+    unfinished = _unfinished(results) if "complete" in results else ""
+    table = _markdown(
         f"Demo numbers: {results['n_train']} training and {results['n_test']} test images; student "
         f"`{config['backbone']}` at {config['input_size']}x{config['input_size']}, {config['epochs']} epochs; "
-        f"seeds {', '.join(str(s) for s in results['seeds'])}. Mean over seeds, spread = max - min. "
-        f"Noise ceiling (SRCC of the known latent score against the vote means): {_cell(results['noise_ceiling_srcc'])}.",
-        ["model", "SRCC", "SRCC spread", "PLCC", "Acc", "EMD"],
+        f"{_seed_counts(results)}. Mean and sd over seeds (sd: n/a for one seed). "
+        f"Noise ceiling (SRCC of the known latent score against the vote means): "
+        f"{_cell(results['noise_ceiling_srcc'])}.{_teacher_fit(results.get('teacher_fit'))}{unfinished}",
+        ["model", "seeds", "SRCC", "SRCC sd", "PLCC", "Acc", "EMD"],
         rows,
         paper,
-        [key for key, _ in ROWS],
+        keys,
     )
+    differences = kd_paired_table(results)
+    if differences is None:
+        return (
+            table
+            + "\n\nNo paired differences yet: `python scripts/kd_comparison.py` (the seed protocol) writes them."
+        )
+    return table + "\n\n" + differences
 
 
 def matching_table(results: dict, paper: Beside | None = None) -> str:
@@ -138,18 +258,6 @@ def teacher_spread_table(results: dict, paper: Beside | None = None) -> str:
     )
 
 
-def _noise_floor(results: dict) -> str:
-    floor = results.get("noise_floor")
-    if not floor:
-        return "No noise floor yet: run `scripts/kd_comparison.py` for the KD student's spread over seeds."
-    srcc = floor["student_kd_srcc"]
-    return (
-        f"Noise floor: the KD student's SRCC over seeds {', '.join(str(s) for s in floor['seeds'])} "
-        f"spans {_cell(srcc['min'])}-{_cell(srcc['max'])} (spread {_cell(srcc['spread'])}); smaller "
-        "differences between rows are not evidence."
-    )
-
-
 def teacher_backbones_table(results: dict, paper: Beside | None = None) -> str | None:
     section = results.get("teacher_backbones")
     if section is None:
@@ -172,7 +280,7 @@ def ablation_table(results: dict, key: str, paper: Beside | None = None) -> str 
     costs = key == "vii"  # Table VII sets input size against cost
     return _markdown(
         f"Demo numbers: one seed ({results['seed']}), student `{config['backbone']}`, epochs: {config['epochs']}, "
-        f"{results['n_test']} test images. {_noise_floor(results)}{_unfinished(results)}",
+        f"{results['n_test']} test images.{_unfinished(results)}",
         ["student", "SRCC", "PLCC", "Acc", "EMD", *(["GMACs"] if costs else [])],
         [
             [row["name"], *_metrics(row, ("srcc", "plcc", "acc", "emd")),
@@ -414,11 +522,13 @@ def plots() -> list[str]:
     made = []
     if KD_RESULTS.is_file():
         results = json.loads(KD_RESULTS.read_text(encoding="utf-8"))
-        rows = [
-            (label, [run["srcc"] for run in results["runs"][key]])
-            for key, label in ROWS
+        labels = dict(ROWS)
+        rows = [  # every arm, one dot per seed (a run whose SRCC is undefined left out)
+            (labels.get(key, key), [run["srcc"] for run in results["runs"][key] if run["srcc"] is not None])
+            for key in _kd_keys(results)
             if key in results["runs"]
         ]
+        rows = [(label, values) for label, values in rows if values]
         reference = {
             "teacher": results["teacher"]["srcc"],
             "constant predictor": results["constant_predictor"]["srcc"],

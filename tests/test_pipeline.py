@@ -337,17 +337,21 @@ def run_script(repo: Path, name: str, out: Path, *args: str) -> dict:
 
 
 def test_result_scripts_run_on_the_pipeline_outputs_and_render(reproduction_run):
-    """scripts/kd_comparison.py (one seed), matching.py and teacher_spread.py (two seeds), as README's
+    """scripts/kd_comparison.py (two seeds, every arm), matching.py and teacher_spread.py (two seeds), as README's
     reproduction block ran them on the shared repository's outputs, and the README tables they feed."""
     sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    import kd_comparison
     from report import kd_table, matching_table, teacher_spread_table
 
     results_folder = reproduction_run[0] / "results"
     results = json.loads((results_folder / "kd_comparison.json").read_text())
-    assert set(results["summary"]) == {"student_kd", "student_no_kd", "student_kd_shuffled"}
+    assert set(results["summary"]) == {arm.name for arm in kd_comparison.ARMS} and results["complete"]
     assert results["teacher"]["srcc"] is not None and results["n_test"] == N_TEST
+    primary = [entry for entry in results["paired"] if entry["primary"]]
+    assert [(entry["a"], entry["b"]) for entry in primary] == [("student_kd", "student_no_kd")]
+    assert results["teacher_fit"]["train_out_of_fold"]["n"] == results["n_train"]
     table = kd_table(results)
-    assert "| student with KD |" in table and "| constant predictor" in table
+    assert "| student with KD |" in table and "| constant predictor" in table and "**primary**" in table
 
     matching = json.loads((results_folder / "matching.json").read_text())
     assert matching["n_test"] == N_TEST and matching["gsf_dim"] == 1792 + 1792 + 1840  # lite0, lite1, lite2

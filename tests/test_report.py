@@ -127,8 +127,14 @@ def expected_cell(row: dict, name: str) -> str:
 
 
 def markdown_table(text: str) -> tuple[list[str], list[list[str]]]:
-    """The header and rows of the one markdown table in ``text``."""
-    lines = [line for line in text.splitlines() if line.startswith("|")]
+    """The header and rows of the first markdown table in ``text`` (the KD comparison's is followed by its
+    paired differences, a table with other columns)."""
+    lines = []
+    for line in text.splitlines():
+        if line.startswith("|"):
+            lines.append(line)
+        elif lines:
+            break
     cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
     return cells[0], cells[2:]
 
