@@ -78,7 +78,12 @@ def test_training_starts_the_distiller_and_the_student_at_the_targets(tiny_demo)
         backbone="tf_efficientnet_lite0", input_size=32, epochs=1, lr=1e-12, kd=KDConfig(enabled=False)
     )
     student, *_ = train_student(
-        student_config, StudentData(paths, scores), StudentData(paths[:4], scores[:4]), 8, task, progress=False
+        student_config,
+        StudentData(paths, scores),
+        StudentData(paths[:4], scores[:4]),
+        8,
+        task,
+        progress=False,
     )
     assert student.output.bias.detach().numpy() == pytest.approx(task.output_bias(scores), abs=1e-6)
 
