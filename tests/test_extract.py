@@ -209,3 +209,37 @@ def test_cudnn_benchmark_is_on_only_while_extracting_and_the_process_setting_com
             assert torch.backends.cudnn.benchmark is False
     finally:
         torch.backends.cudnn.benchmark = before
+
+
+def test_weights_files_give_each_backbone_its_own_file_and_the_rest_features_weights():
+    """One features.weights served every extract stage, so a teacher of several backbones could not be
+    given files; an entry of features.weights_files now names one backbone's file."""
+    from iaakd.stages.extract import extract_config
+
+    features = {
+        "backbones": ["resnet18.tv_in1k", "resnet50.tv_in1k"],
+        "weights": "random",
+        "weights_files": [{"backbone": "resnet50.tv_in1k", "file": "weights/r50.safetensors"}],
+    }
+    params = {"features": features}
+    assert extract_config(params, "resnet50.tv_in1k")[0].weights == "weights/r50.safetensors"
+    assert extract_config(params, "resnet18.tv_in1k")[0].weights == "random"
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        ({"backbone": "resnet18.tv_in1k"}, "must be a list"),
+        ([{"backbone": "resnet18.tv_in1k"}], r"features.weights_files\[0\] must be \{backbone"),
+        ([{"backbone": "resnet34.tv_in1k", "file": "a.pt"}], r"\[0\]: 'resnet34.tv_in1k' is not in features.backbones"),
+        ([{"backbone": "resnet18.tv_in1k", "file": "a.pt"}, {"backbone": "resnet18.tv_in1k", "file": "b.pt"}],
+         r"\[1\]: 'resnet18.tv_in1k' has a file already"),
+    ],
+)  # fmt: skip
+def test_a_malformed_weights_files_entry_is_one_line_naming_it(entries, message):
+    from iaakd.errors import UserError
+    from iaakd.stages.extract import extract_config
+
+    params = {"features": {"backbones": ["resnet18.tv_in1k"], "weights_files": entries}}
+    with pytest.raises(UserError, match=message):
+        extract_config(params, "resnet18.tv_in1k")

@@ -69,8 +69,12 @@ def extract_config(params: dict, backbone: str) -> tuple[ExtractConfig, int]:
     features = common.section(params, "features")
     if backbone not in features.get("backbones", []):
         raise UserError(f"params: '{backbone}' is not in features.backbones")
+    weights = weights_file_of(features).get(backbone, features.get("weights", "auto"))
     config = common.build_config(
-        ExtractConfig, {**features, "backbone": backbone}, "features", ignore=("backbones", "rows_per_part")
+        ExtractConfig,
+        {**features, "backbone": backbone, "weights": weights},
+        "features",
+        ignore=("backbones", "rows_per_part", "weights_files"),
     )
     rows_per_part = common.check_type(features.get("rows_per_part", 4096), int, "features.rows_per_part")
     if rows_per_part <= 0:
@@ -79,6 +83,33 @@ def extract_config(params: dict, backbone: str) -> tuple[ExtractConfig, int]:
     if full_name != backbone:
         raise UserError(f"params: features.backbones must use full names: '{backbone}' is '{full_name}'")
     return config, rows_per_part
+
+
+def weights_file_of(features: dict) -> dict[str, str]:
+    """``features.weights_files`` as backbone -> file: a list of ``{backbone, file}`` entries, since a
+    backbone's name holds dots, which DVC's dotted parameter paths cannot key on. Each entry names a
+    backbone of ``features.backbones`` once; a mistake is one line naming the entry."""
+    entries = features.get("weights_files") or []
+    common.require(
+        isinstance(entries, list), "params: features.weights_files must be a list of {backbone, file}"
+    )
+    files: dict[str, str] = {}
+    for index, entry in enumerate(entries):
+        key = f"features.weights_files[{index}]"
+        common.require(
+            isinstance(entry, dict) and set(entry) == {"backbone", "file"}
+            and all(isinstance(value, str) and value for value in entry.values()),
+            f"params: {key} must be {{backbone: <full timm name>, file: <path>}}, not {entry!r}",
+        )  # fmt: skip
+        common.require(
+            entry["backbone"] in features.get("backbones", []),
+            f"params: {key}: '{entry['backbone']}' is not in features.backbones",
+        )
+        common.require(
+            entry["backbone"] not in files, f"params: {key}: '{entry['backbone']}' has a file already"
+        )
+        files[entry["backbone"]] = entry["file"]
+    return files
 
 
 def write_empty_features(folder: Path, backbone: str, reason: str) -> None:
