@@ -164,12 +164,29 @@ def copy_repo(source: Path, target: Path) -> Path:
 # What the smoke test changes in README's "Reproducing the paper" commands: the paper's models become small
 # ones with packaged weights; the folds, the input sizes (the tiny demo's images are at most 320 px; its
 # students are 32 px) and the seed counts shrink to fit 40 images and a test's time; Fig. 6's loop runs
-# its first fold only (every other fold is the same two commands with another number: two `dvc exp run`s
-# of split, distill, teacher, student and evaluate, about 2 minutes of the suite). Every command is
-# otherwise run as written.
+# its first fold and first student only (every other fold is the same two commands with another number:
+# two `dvc exp run`s of split, distill, teacher, student and evaluate, about 2 minutes of the suite); Tables
+# I and II's loop, one subset of the tiny trio. Every command is otherwise run as written.
 PAPER_TO_TINY = {
+    # Tables I, II: the six ImageNet/IG/SWSL extractors become the tiny trio, their 14 subsets one of them
+    "gsf=resnet18.tv_in1k,resnet50.tv_in1k,resnet101.tv_in1k,resnext101_32x8d.tv_in1k,"
+    "resnext101_32x8d.fb_wsl_ig1b_ft_in1k,resnext101_32x8d.fb_swsl_ig1b_ft_in1k": "gsf="
+    + ",".join(TINY_TRIO),
+    "for backbones in resnet18.tv_in1k resnet50.tv_in1k resnet101.tv_in1k resnet18.tv_in1k,resnet50.tv_in1k "
+    "resnet50.tv_in1k,resnet101.tv_in1k resnet18.tv_in1k,resnet101.tv_in1k "
+    "resnet18.tv_in1k,resnet50.tv_in1k,resnet101.tv_in1k resnext101_32x8d.tv_in1k "
+    "resnext101_32x8d.fb_wsl_ig1b_ft_in1k resnext101_32x8d.fb_swsl_ig1b_ft_in1k "
+    "resnext101_32x8d.tv_in1k,resnext101_32x8d.fb_wsl_ig1b_ft_in1k "
+    "resnext101_32x8d.fb_wsl_ig1b_ft_in1k,resnext101_32x8d.fb_swsl_ig1b_ft_in1k "
+    "resnext101_32x8d.tv_in1k,resnext101_32x8d.fb_swsl_ig1b_ft_in1k "
+    "resnext101_32x8d.tv_in1k,resnext101_32x8d.fb_wsl_ig1b_ft_in1k,resnext101_32x8d.fb_swsl_ig1b_ft_in1k; do": (
+        "for backbones in tf_efficientnet_lite1.in1k; do"
+    ),
+    # Fig. 6: the first of the three students (the loop body is the same for each)
+    "for student in resnext101_32x8d.fb_swsl_ig1b_ft_in1k resnet50.tv_in1k resnet18.tv_in1k; do": (
+        "for student in tf_efficientnet_lite0; do"
+    ),
     "--seeds 0 1 2 3 4": "--seeds 0 1",
-    "--seeds 0 1 2": "--seeds 0",
     "--pad-size 800 --crop-size 640": "--pad-size 64 --crop-size 48",
     "student.input_size=640 -S student.pad_size=800": "student.input_size=48 -S student.pad_size=64",
     "features.input_size=300": "features.input_size=48",
