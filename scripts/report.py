@@ -293,8 +293,15 @@ def ablation_table(results: dict, key: str, paper: Beside | None = None) -> str 
 
 def teacher_student_table(report: dict, paper: Beside | None = None) -> str:
     """Table VIII from the pipeline's evaluation: effectiveness against cost."""
+    teacher = report["teacher"]
+    distiller = (
+        f" The teacher's parameters and GMACs are its backbones', as the paper counts them; its distiller adds "
+        f"{teacher['distiller_params_m']:.2f} M parameters and {teacher['distiller_gmacs']:.4f} GMACs."
+        if "distiller_params_m" in teacher
+        else ""
+    )
     return _markdown(
-        f"Demo numbers: the pipeline's own models (`dvc repro`), {report['n']} test images.",
+        f"Demo numbers: the pipeline's own models (`dvc repro`), {report['n']} test images.{distiller}",
         ["model", "input", "params (M)", "GMACs", "SRCC", "PLCC", "Acc"],
         [
             [name, report[name]["gmacs_input"], f"{report[name]['params_m']:.1f}",

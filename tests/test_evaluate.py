@@ -79,7 +79,7 @@ def test_metrics_record_the_device_and_precision_the_student_ran_with(stage, tmp
     monkeypatch.setenv("IAAKD_DEVICE", "cpu")
     _, _, checkpoint = evaluate.load_student(None)
     checkpoint["config"]["precision"] = "bf16"
-    monkeypatch.setattr(evaluate, "teacher_costs", lambda *_args: (1.0, 2.0))
+    monkeypatch.setattr(evaluate, "teacher_costs", lambda *_args: evaluate.TeacherCosts(1.0, 2.0, 0.1, 0.01))
     monkeypatch.setattr(evaluate, "count_parameters", lambda _model: 1_000_000)
     monkeypatch.setattr(evaluate, "gmacs", lambda *_args: 0.5)
     monkeypatch.setattr(evaluate, "predictions", lambda *_args: None)
@@ -87,3 +87,24 @@ def test_metrics_record_the_device_and_precision_the_student_ran_with(stage, tmp
     report = json.loads((tmp_path / "metrics" / "evaluate.json").read_text())
     assert (report["provenance"]["device"], report["provenance"]["precision"]) == ("cpu", "bf16")
     assert "noise ceiling n/a" in capsys.readouterr().out  # no latent scores: printed, not a crash
+
+
+def test_teacher_parameters_are_its_backbones_and_the_distiller_is_counted_apart(tmp_path, monkeypatch):
+    """The paper's Table VIII counts the teacher's backbones (1,853.2 M for its trio); the distiller's
+    parameters were added into the same number, so the demo's row did not compare with the paper's."""
+    from iaakd.models import Distiller
+    from iaakd.teacher import DistillerConfig, save_distiller
+
+    model = Distiller(100, (8, 4))
+    path = tmp_path / "distiller.pt"
+    save_distiller(
+        path, model, DistillerConfig(hidden=[8, 4]), Task(), ["resnet18.tv_in1k", "resnet50.tv_in1k"], {}
+    )
+    costs = {"resnet18.tv_in1k": (11.2, 1.8), "resnet50.tv_in1k": (23.5, 4.1)}
+    monkeypatch.setattr(evaluate, "backbone_costs", lambda name, *_size: costs[name])
+    cost = evaluate.teacher_costs(path, 224, 224)
+    assert cost.params_m == pytest.approx(11.2 + 23.5) and cost.gmacs == pytest.approx(1.8 + 4.1)
+    in_distiller = sum(
+        p.numel() for name, p in model.state_dict().items() if name.endswith(("weight", "bias"))
+    )
+    assert cost.distiller_params_m == pytest.approx(in_distiller / 1e6)

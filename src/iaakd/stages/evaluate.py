@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -28,7 +29,17 @@ class EvaluateConfig:
     cutoff: float = 5.0
 
 
-def teacher_costs(distiller_file: Path, height: int, width: int) -> tuple[float, float]:
+class TeacherCosts(NamedTuple):
+    """The teacher's cost: its backbones' (what the paper's Table VIII counts, 1,853.2 M parameters for
+    its trio) and, separately, its distiller's."""
+
+    params_m: float
+    gmacs: float
+    distiller_params_m: float
+    distiller_gmacs: float
+
+
+def teacher_costs(distiller_file: Path, height: int, width: int) -> TeacherCosts:
     _, saved = load_distiller(distiller_file)
     params_m, macs = 0.0, 0.0
     for backbone in saved["backbones"]:
@@ -43,7 +54,7 @@ def teacher_costs(distiller_file: Path, height: int, width: int) -> tuple[float,
         for key, value in saved["state_dict"].items()
         if key.endswith("weight") and value.dim() == 2
     )
-    return params_m + distiller_params / 1e6, macs + distiller_macs / 1e9
+    return TeacherCosts(params_m, macs, distiller_params / 1e6, distiller_macs / 1e9)
 
 
 def per_category(frame: pd.DataFrame, output: np.ndarray, task: Task) -> dict:
@@ -96,13 +107,13 @@ def main(_argv: list[str]) -> None:
     require_finite_predictions(f"student ({common.STUDENT_MODEL})", student_output, image_ids)
 
     height, width = test.groupby(["height", "width"]).size().idxmax()  # the most common test image size
-    teacher_params, teacher_macs = teacher_costs(common.DISTILLER_MODEL, int(height), int(width))
+    teacher_cost = teacher_costs(common.DISTILLER_MODEL, int(height), int(width))
     size = preprocess.size
     report = {"n": len(test), "output": task.output}
     latent = test["latent_score"].to_numpy()
     report["noise_ceiling_srcc"] = srcc(latent, true_score) if np.isfinite(latent).all() else None
     for name, output, params_m, macs, input_size in (
-        ("teacher", teacher_output, teacher_params, teacher_macs, f"{width}x{height}"),
+        ("teacher", teacher_output, teacher_cost.params_m, teacher_cost.gmacs, f"{width}x{height}"),
         (
             "student",
             student_output,
@@ -116,6 +127,8 @@ def main(_argv: list[str]) -> None:
             task.predicted_score(output), true_score, config.seed, config.bootstrap_resamples
         )
         report[name] = {**metrics, "params_m": params_m, "gmacs": macs, "gmacs_input": input_size}
+    report["teacher"]["distiller_params_m"] = teacher_cost.distiller_params_m
+    report["teacher"]["distiller_gmacs"] = teacher_cost.distiller_gmacs
     # The constant predictor says "high" for everything when most training images are high (about 71 % on AVA).
     constant_high = train_above >= 0.5
     report["constant_predictor_acc"] = float(((true_score > config.cutoff) == constant_high).mean())
