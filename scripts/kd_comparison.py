@@ -56,6 +56,7 @@ from iaakd.data.tables import Knowledge, ground_truth, targets
 from iaakd.feature_rows import RowSubset
 from iaakd.metrics import round_floats, srcc
 from iaakd.stages import common
+from iaakd.stages.evaluate import NO_TAGS, category_members
 from iaakd.student import KDConfig, StudentConfig
 from iaakd.tasks import Task
 from iaakd.teacher import (
@@ -107,6 +108,7 @@ RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
 STORE = common.WORK_DIR / "results" / "kd_comparison"
 METRICS = ("srcc", "plcc", "acc", "emd")
+MIN_CATEGORY_IMAGES = 10  # Table IX's gain is left out for a category with fewer test images
 
 Outputs = Mapping[str, Mapping[int, np.ndarray]]  # arm -> seed -> test output rows
 
@@ -210,6 +212,38 @@ def paired_section(
             done[(a, b)] = compare_arms(a, b, primary, outputs, task, true_score, true_dist)
         section.append(done[(a, b)])
     return section
+
+
+def per_category_gain(
+    outputs: Outputs,
+    planned: Mapping[str, list[int]],
+    test: pd.DataFrame,
+    task: Task,
+    true_score: np.ndarray,
+    true_dist: np.ndarray | None,
+) -> dict | None:
+    """Table IX's gain of KD over no KD in each category (exploratory): the primary comparison on the test
+    images of that category alone; None until both arms have all their seeds. A category with fewer than
+    MIN_CATEGORY_IMAGES test images gets its count only; without tags, the reason instead of categories."""
+    arms = ("student_kd", "student_no_kd")
+    if not all(arm in outputs and set(outputs[arm]) == set(planned[arm]) for arm in arms):
+        return None
+    members = category_members(test)
+    if not members:
+        return {"empty_because": NO_TAGS}
+    gains = {}
+    for name, member in members.items():
+        if member.sum() < MIN_CATEGORY_IMAGES:
+            gains[name] = {
+                "n": int(member.sum()),
+                "left_out": f"fewer than {MIN_CATEGORY_IMAGES} test images",
+            }
+            continue
+        subset = {arm: {seed: rows[member] for seed, rows in outputs[arm].items()} for arm in arms}
+        dist = None if true_dist is None else true_dist[member]
+        entry = compare_arms(*arms, False, subset, task, true_score[member], dist)
+        gains[name] = {"n": int(member.sum()), "metrics": entry["metrics"]}
+    return gains
 
 
 class RunStore:
@@ -458,6 +492,10 @@ def main() -> None:
             print(f"    SRCC {_number(runs[-1]['srcc'])} ({took})", flush=True)
             results["summary"][arm.name] = summarise(runs)
             results["paired"] = paired_section(outputs, planned, task, true_score, true_dist, done)
+            if results.get("per_category") is None:
+                results["per_category"] = per_category_gain(
+                    outputs, planned, test, task, true_score, true_dist
+                )
             results["complete"] = count == total
             write_results(args.out, results)
     print(json.dumps(round_floats(results["summary"]), indent=2))

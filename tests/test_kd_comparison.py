@@ -542,3 +542,32 @@ def test_a_run_killed_midway_leaves_results_marked_incomplete_and_the_next_goes_
     FakeRuns.calls.clear()
     results, _ = script("--seeds", "0", "1", "2")
     assert results["complete"] and len(FakeRuns.calls) == 7 * 3 - 2
+
+
+def test_per_category_gain_compares_kd_with_no_kd_on_that_categorys_images_only(kd, report):
+    """Table IX's per-category gain: KD is good on one category's images and noise on the other's, so a
+    gain computed on all images, or on the wrong rows, would not give one interval above 0 and one about 0;
+    a category with too few test images is left out, and labels without tags say why there is nothing."""
+    true_score = truth()
+    tag = np.where(np.arange(N_IMAGES) < 70, 14, 19)  # Landscape, Animals
+    tag[:4] = 38  # Floral: four images, too few for an interval
+    test = pd.DataFrame({"tag1": tag, "tag2": 0})
+    planned = {"student_kd": [0, 1, 2], "student_no_kd": [0, 1, 2]}
+    outputs = fake_outputs(true_score, planned, good=set())
+    for seed, rows in outputs["student_kd"].items():  # KD tracks the truth on the Landscape images only
+        good = score_rows(true_score + np.random.default_rng(seed).normal(0.0, 0.3, N_IMAGES))
+        rows[tag == 14] = good[tag == 14]
+    gains = kd.per_category_gain(outputs, planned, test, SCORE, true_score, None)
+    assert list(gains) == ["Landscape", "Animals", "Floral"]
+    assert gains["Landscape"]["n"] == 66 and gains["Landscape"]["metrics"]["srcc"]["ci95_low"] > 0.5
+    animals = gains["Animals"]["metrics"]["srcc"]
+    assert animals["ci95_low"] < 0 < animals["ci95_high"]
+    assert gains["Floral"] == {"n": 4, "left_out": f"fewer than {kd.MIN_CATEGORY_IMAGES} test images"}
+    table = report.kd_category_table({"per_category": gains})
+    assert "| Floral | 4 | n/a |" in table and "| Landscape | 66 |" in table
+
+    untagged = kd.per_category_gain(outputs, planned, test.assign(tag1=0), SCORE, true_score, None)
+    assert untagged == {"empty_because": kd.NO_TAGS}
+    assert report.kd_category_table({"per_category": untagged}).startswith("No categories: no test image has")
+    unfinished = {"student_kd": outputs["student_kd"], "student_no_kd": {0: outputs["student_no_kd"][0]}}
+    assert kd.per_category_gain(unfinished, planned, test, SCORE, true_score, None) is None

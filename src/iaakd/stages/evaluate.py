@@ -57,13 +57,24 @@ def teacher_costs(distiller_file: Path, height: int, width: int) -> TeacherCosts
     return TeacherCosts(params_m, macs, distiller_params / 1e6, distiller_macs / 1e9)
 
 
-def per_category(frame: pd.DataFrame, output: np.ndarray, task: Task) -> dict:
-    """Membership by AVA's two tags per image (the paper's Table IX), not by the category lists."""
-    results = {}
+NO_TAGS = "no test image has a semantic tag (tag1, tag2): Table IX's categories are AVA's tags"
+
+
+def category_members(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Each category of Table IX that has images in ``frame``, with its rows as a mask: an image is in a
+    category when either of its two tags names it (membership by AVA's tags, not the category lists)."""
+    members = {}
     for name, tag in CATEGORY_TAGS.items():
         member = ((frame["tag1"] == tag) | (frame["tag2"] == tag)).to_numpy()
-        if member.sum() == 0:
-            continue
+        if member.any():
+            members[name] = member
+    return members
+
+
+def per_category(frame: pd.DataFrame, output: np.ndarray, task: Task) -> dict:
+    """The metrics of ``output`` on each category's images (the paper's Table IX)."""
+    results = {}
+    for name, member in category_members(frame).items():
         metrics = task.metrics(output[member], frame["mean_score"].to_numpy()[member])
         results[name] = {"n": int(member.sum()), **{k: metrics[k] for k in ("srcc", "plcc", "acc")}}
     return results
@@ -134,6 +145,8 @@ def main(_argv: list[str]) -> None:
     report["constant_predictor_acc"] = float(((true_score > config.cutoff) == constant_high).mean())
     report["per_category"] = per_category(test, student_output, task)
     report["per_category_teacher"] = per_category(test, teacher_output, task)
+    if not report["per_category"]:
+        report["per_category_empty_because"] = NO_TAGS
     report["student_backbone"] = checkpoint["backbone"]
     report["provenance"] = common.provenance(device=str(device), precision=precision)
     common.write_json(Path("metrics/evaluate.json"), report)
