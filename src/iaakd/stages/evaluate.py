@@ -63,7 +63,9 @@ NO_TAGS = "no test image has a semantic tag (tag1, tag2): Table IX's categories 
 def category_members(frame: pd.DataFrame) -> dict[str, np.ndarray]:
     """Each category of Table IX that has images in ``frame``, with its rows as a mask: an image is in a
     category when either of its two tags names it (membership by AVA's tags, not the category lists)."""
-    members = {}
+    members: dict[str, np.ndarray] = {}
+    if not {"tag1", "tag2"} <= set(frame.columns):
+        return members
     for name, tag in CATEGORY_TAGS.items():
         member = ((frame["tag1"] == tag) | (frame["tag2"] == tag)).to_numpy()
         if member.any():
