@@ -16,6 +16,7 @@ from iaakd.data.tables import ground_truth
 from iaakd.errors import UserError
 from iaakd.features import PartWriter, make_table
 from iaakd.losses import emd, student_loss, unlabeled_loss
+from iaakd.metrics import mean_score
 from iaakd.student import (
     StudentConfig,
     StudentData,
@@ -135,36 +136,45 @@ def test_a_separate_unlabelled_pass_leaves_the_random_stream_and_batchnorm_as_th
     assert not torch.equal(joint_stream, stream)  # dropout drew for all seven images
 
 
+def share_of_the_way_to_the_teacher(output: np.ndarray, reference: np.ndarray, teacher: np.ndarray) -> float:
+    """How far ``output``'s mean predicted score has moved from ``reference``'s toward the teacher's, as a
+    share of the distance between them (0: not at all, 1: all the way). The heads start at the labelled
+    mean (their output bias), and the teacher leans about 1.6 points higher on the unlabelled images: the
+    mean score shows the direction of 6 steps where a distance between whole distributions hardly moves."""
+    start, target = mean_score(reference).mean(), mean_score(teacher).mean()
+    return float((mean_score(output).mean() - start) / (target - start))
+
+
 def test_unlabelled_kd_moves_the_outputs_on_unlabelled_images_toward_the_teacher(runs, data):
     """Measured in train mode (BatchNorm on the batch's statistics), the outputs the KD term trained: after
     6 steps from a random backbone, BatchNorm's running averages are still far from the batches'."""
     _, _, unlabeled = data
-    teacher = torch.from_numpy(unlabeled.teacher_output)
 
-    def distance_to_teacher(name: str) -> float:
+    def outputs(name: str) -> np.ndarray:
         model, preprocess, *_ = runs[name]
         images = preprocess.normalise(torch.stack([preprocess.load(path) for path in unlabeled.paths]))
         with torch.no_grad():  # a copy: a forward in train mode moves the running statistics
-            return float(emd(teacher, copy.deepcopy(model).train()(images).output))
+            return copy.deepcopy(model).train()(images).output.numpy()
 
-    without, with_kd = distance_to_teacher("weight 0, separate"), distance_to_teacher("weight 1, separate")
-    assert with_kd < 0.8 * without, (with_kd, without)  # measured: 0.139 against 0.211
+    moved = share_of_the_way_to_the_teacher(
+        outputs("weight 1, separate"), outputs("weight 0, separate"), unlabeled.teacher_output
+    )
+    assert moved > 0.04, moved  # measured: 0.077 of the way (5.53 -> 5.66, the teacher at 7.18)
 
 
 def test_unlabelled_kd_moves_the_scored_outputs_toward_the_teacher(data):
     """The same through predict() (eval mode), with the backbone frozen so that its BatchNorm statistics
     are the same in training and in scoring: only the head learns, and it learns the teacher's leaning."""
     train, val, unlabeled = data
-    teacher = torch.from_numpy(unlabeled.teacher_output)
-    distances = []
+    scored = []
     for weight in (0.0, 1.0):
         config = semi_supervised(weight, freeze_backbone=True, lr=3e-3)
         model, preprocess, *_ = train_student(
             config, train, val, FEATURE_DIM, progress=False, unlabeled=unlabeled
         )
-        distances.append(float(emd(teacher, torch.from_numpy(predict(model, unlabeled.paths, preprocess)))))
-    without, with_kd = distances
-    assert with_kd < 0.8 * without, (with_kd, without)  # measured: 0.126 against 0.181
+        scored.append(predict(model, unlabeled.paths, preprocess))
+    moved = share_of_the_way_to_the_teacher(scored[1], scored[0], unlabeled.teacher_output)
+    assert moved > 0.04, moved  # measured: 0.088 of the way (5.53 -> 5.68)
 
 
 def test_unlabelled_loss_is_the_kd_terms_of_student_loss_without_ground_truth():
