@@ -400,7 +400,9 @@ def test_every_reproduction_command_runs_on_a_tiny_demo(reproduction_run):
     commands = reproduction_commands()
     experiments = set(run(repo, "dvc", "exp", "list", "--name-only").stdout.split())
     expected = set(re.findall(r"exp -n ([\w$-]+)", commands))
-    expected = {name.replace("$fold", str(fold)) for name in expected for fold in (0,)}
+    # the loops' variables as the tiny script sets them: Fig. 6's first fold of its one student
+    expected = {name.replace("$fold", "0").replace("$s", "tf_efficientnet_lite0") for name in expected}
+    expected.add("gsf-tf_efficientnet_lite1-in1k")  # Tables I and II's one subset, named by the shell
     assert expected <= experiments, f"not in dvc exp show: {sorted(expected - experiments)}"
     ablations = json.loads((repo / "results" / "ablations.json").read_text())
     assert ablations["complete"] and set(ablations["tables"]) == {"v", "vi", "vii", "xii", "xiv"}
