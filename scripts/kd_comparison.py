@@ -56,7 +56,7 @@ from iaakd.data.tables import Knowledge, ground_truth, targets
 from iaakd.feature_rows import RowSubset
 from iaakd.metrics import round_floats, srcc
 from iaakd.stages import common
-from iaakd.stages.evaluate import NO_TAGS, category_members
+from iaakd.stages.evaluate import category_members, no_categories_because
 from iaakd.student import KDConfig, StudentConfig
 from iaakd.tasks import Task
 from iaakd.teacher import (
@@ -101,6 +101,7 @@ COMPARISONS = (
     ("student_kd_oof_fold_feature", "student_kd_oof", False),
     ("student_kd_oof_output_only", "student_kd_oof", False),
 )
+PRIMARY = next((a, b) for a, b, primary in COMPARISONS if primary)  # (KD, no KD)
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
 EXPLORATORY_SEEDS = 3  # seeds of the arms that are not headline arms
 FOLDS = 5  # K of the out-of-fold distillers
@@ -121,7 +122,7 @@ def seeds_of(arm: Arm, seeds: list[int]) -> list[int]:
 def protocol(seeds: list[int]) -> dict:
     """The protocol as the results file states it, fixed before any run."""
     return {
-        "primary": "student_kd vs student_no_kd",
+        "primary": " vs ".join(PRIMARY),
         "exploratory": "every other comparison",
         "decision_rule": "KD is shown to help when the 95 % interval of SRCC(student_kd) - "
         "SRCC(student_no_kd) lies above 0",
@@ -190,6 +191,11 @@ def compare_arms(
     return {"a": a, "b": b, "primary": primary, "seeds_a": seeds_a, "seeds_b": seeds_b, "metrics": metrics}
 
 
+def finished(outputs: Outputs, planned: Mapping[str, list[int]], *arms: str) -> bool:
+    """Whether each of ``arms`` has run every one of its ``planned`` seeds."""
+    return all(arm in planned and arm in outputs and set(outputs[arm]) == set(planned[arm]) for arm in arms)
+
+
 def paired_section(
     outputs: Outputs,
     planned: Mapping[str, list[int]],
@@ -203,10 +209,7 @@ def paired_section(
     done = {} if done is None else done
     section = []
     for a, b, primary in COMPARISONS:
-        finished = all(
-            arm in planned and arm in outputs and set(outputs[arm]) == set(planned[arm]) for arm in (a, b)
-        )
-        if not finished:
+        if not finished(outputs, planned, a, b):
             continue
         if (a, b) not in done:
             done[(a, b)] = compare_arms(a, b, primary, outputs, task, true_score, true_dist)
@@ -225,12 +228,11 @@ def per_category_gain(
     """Table IX's gain of KD over no KD in each category (exploratory): the primary comparison on the test
     images of that category alone; None until both arms have all their seeds. A category with fewer than
     MIN_CATEGORY_IMAGES test images gets its count only; without tags, the reason instead of categories."""
-    arms = ("student_kd", "student_no_kd")
-    if not all(arm in outputs and set(outputs[arm]) == set(planned[arm]) for arm in arms):
+    if not finished(outputs, planned, *PRIMARY):
         return None
     members = category_members(test)
     if not members:
-        return {"empty_because": NO_TAGS}
+        return {"empty_because": no_categories_because(test)}
     gains = {}
     for name, member in members.items():
         if member.sum() < MIN_CATEGORY_IMAGES:
@@ -239,9 +241,9 @@ def per_category_gain(
                 "left_out": f"fewer than {MIN_CATEGORY_IMAGES} test images",
             }
             continue
-        subset = {arm: {seed: rows[member] for seed, rows in outputs[arm].items()} for arm in arms}
+        subset = {arm: {seed: rows[member] for seed, rows in outputs[arm].items()} for arm in PRIMARY}
         dist = None if true_dist is None else true_dist[member]
-        entry = compare_arms(*arms, False, subset, task, true_score[member], dist)
+        entry = compare_arms(*PRIMARY, False, subset, task, true_score[member], dist)
         gains[name] = {"n": int(member.sum()), "metrics": entry["metrics"]}
     return gains
 

@@ -15,6 +15,7 @@ from conftest import REPO_ROOT
 from iaakd.data.tables import ground_truth
 from iaakd.feature_rows import ArrayRows
 from iaakd.models import Distiller
+from iaakd.stages.evaluate import NO_CATEGORY_TAGS, NO_TAGS
 from iaakd.student import KDConfig, StudentConfig
 from iaakd.tasks import Task
 from iaakd.teacher import DistillerConfig, train_fold_distillers
@@ -577,7 +578,10 @@ def test_per_category_gain_compares_kd_with_no_kd_on_that_categorys_images_only(
     assert "| Floral | 4 | n/a |" in table and "| Landscape | 66 |" in table
 
     untagged = kd.per_category_gain(outputs, planned, test.assign(tag1=0), SCORE, true_score, None)
-    assert untagged == {"empty_because": kd.NO_TAGS}
+    assert untagged == {"empty_because": NO_TAGS}
+    # tagged, but with none of the eight categories' tags: another reason, not "no tags"
+    uncategorised = kd.per_category_gain(outputs, planned, test.assign(tag1=1), SCORE, true_score, None)
+    assert uncategorised == {"empty_because": NO_CATEGORY_TAGS}
     assert report.kd_category_table({"per_category": untagged}).startswith("No categories: no test image has")
     unfinished = {"student_kd": outputs["student_kd"], "student_no_kd": {0: outputs["student_no_kd"][0]}}
     assert kd.per_category_gain(unfinished, planned, test, SCORE, true_score, None) is None

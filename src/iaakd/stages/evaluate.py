@@ -12,7 +12,7 @@ import pandas as pd
 from iaakd.config import param
 from iaakd.costs import backbone_costs, gmacs
 from iaakd.data.ava import CATEGORY_TAGS
-from iaakd.data.tables import ground_truth, tags
+from iaakd.data.tables import ground_truth, has_tags, tags
 from iaakd.metrics import bootstrap_srcc_ci, require_finite_predictions, srcc
 from iaakd.models import count_parameters
 from iaakd.plots import predictions
@@ -58,6 +58,7 @@ def teacher_costs(distiller_file: Path, height: int, width: int) -> TeacherCosts
 
 
 NO_TAGS = "no test image has a semantic tag (tag1, tag2): Table IX's categories are AVA's tags"
+NO_CATEGORY_TAGS = "no test image has a tag of Table IX's eight categories"
 
 
 def category_members(frame: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -71,6 +72,12 @@ def category_members(frame: pd.DataFrame) -> dict[str, np.ndarray]:
         if member.any():
             members[name] = member
     return members
+
+
+def no_categories_because(frame: pd.DataFrame) -> str:
+    """Why ``frame`` has no image in any of Table IX's categories (``category_members`` is empty)."""
+    tagged = {"tag1", "tag2"} <= set(frame.columns) and has_tags(frame)
+    return NO_CATEGORY_TAGS if tagged else NO_TAGS
 
 
 def per_category(frame: pd.DataFrame, output: np.ndarray, task: Task) -> dict:
@@ -148,7 +155,7 @@ def main(_argv: list[str]) -> None:
     report["per_category"] = per_category(test, student_output, task)
     report["per_category_teacher"] = per_category(test, teacher_output, task)
     if not report["per_category"]:
-        report["per_category_empty_because"] = NO_TAGS
+        report["per_category_empty_because"] = no_categories_because(test)
     report["student_backbone"] = checkpoint["backbone"]
     report["provenance"] = common.provenance(device=str(device), precision=precision)
     common.write_json(Path("metrics/evaluate.json"), report)
