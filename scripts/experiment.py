@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 import yaml
 
+from iaakd.atomic import atomic_path
+from iaakd.checkpoints import fingerprint
 from iaakd.costs import gmacs
 from iaakd.data.tables import Knowledge, PipelineTables, ground_truth, has_tags, tags, targets
 from iaakd.feature_rows import RowSubset
@@ -154,7 +158,7 @@ class StudentRuns:
 
     def run(self, config: StudentConfig) -> dict:
         """Test metrics of a student trained with ``config``, and its GMACs at its input size."""
-        model, preprocess, prediction = self._trained(config)
+        model, preprocess, prediction, _ = self._trained(config)
         size = preprocess.size
         return {
             **self.pipeline.test_metrics(prediction),
@@ -168,9 +172,18 @@ class StudentRuns:
         ``config``: what a result script keeps to compare runs image by image (iaakd.paired)."""
         return self._trained(config)[2]
 
-    def _trained(self, config: StudentConfig) -> tuple:
-        """A student trained with ``config``, its preprocessing, and its output rows on the test images."""
-        model, preprocess, _, _ = train_student(
+    def test_output_and_curves(
+        self, config: StudentConfig, init_file: Path | None = None
+    ) -> tuple[np.ndarray, History]:
+        """:meth:`test_output` and the run's per-epoch curves; with ``config.init`` other than ``weights``,
+        the backbone starts from ``init_file`` (a pretrain or align checkpoint)."""
+        _, _, prediction, history = self._trained(config, init_file)
+        return prediction, history.rows
+
+    def _trained(self, config: StudentConfig, init_file: Path | None = None) -> tuple:
+        """A student trained with ``config``, its preprocessing, its output rows on the test images, and its
+        curves."""
+        model, preprocess, _, history = train_student(
             config,
             self.train,
             self.val,
@@ -178,6 +191,7 @@ class StudentRuns:
             self.pipeline.task,
             progress=common.show_progress(),
             device=self.device,
+            init_file=init_file,
         )
         prediction = predict(
             model,
@@ -188,7 +202,7 @@ class StudentRuns:
             tags=tags(self.test) if config.semantic == "input" else None,
         )
         RAN.add((str(self.device), config.precision))
-        return model, preprocess, prediction
+        return model, preprocess, prediction, history
 
 
 def knowledge_rows(
@@ -247,3 +261,93 @@ class DistillerRuns:
 
         metrics = {"gsf_dim": matrix.dim, **self.pipeline.test_metrics(every_output[test], with_ci=False)}
         return metrics, knowledge
+
+
+class StoredArm(Protocol):
+    """A configuration whose runs a RunStore keeps: its name and what makes a kept run its own."""
+
+    name: str
+
+    @property
+    def store_key(self) -> dict: ...
+
+
+History = list[dict]  # a run's per-epoch curves (TrainingHistory.rows)
+
+
+class RunStore:
+    """Each finished run's test output rows, at ``root/<fingerprint>/<arm>-seed<seed>.npy`` (and its curves
+    beside them, ``.history.json``, where the script keeps them); the fingerprint covers ``signature`` (the
+    pipeline's inputs, the distiller configuration), the arm's ``store_key``, the seed and the run's student
+    configuration, so a run made from anything else is not found. Result scripts share a store: the
+    pretraining and CSKD scripts find the KD comparison's reference runs in it."""
+
+    def __init__(self, root: Path, signature: dict, fresh: bool = False) -> None:
+        self.root, self.signature, self.fresh = root, signature, fresh
+
+    def path(self, arm: StoredArm, seed: int, config: StudentConfig) -> Path:
+        key = {**self.signature, "arm": arm.store_key, "seed": seed, "student": dataclasses.asdict(config)}
+        return self.root / fingerprint(key) / f"{arm.name}-seed{seed}.npy"
+
+    def load(self, path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+        """The rows kept at ``path`` when they are there, of ``shape`` and finite; else None."""
+        if self.fresh or not path.is_file():
+            return None
+        try:
+            rows = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as error:
+            print(f"{path}: not readable ({type(error).__name__}); training again", flush=True)
+            return None
+        if rows.shape != shape or not np.isfinite(rows).all():
+            print(f"{path}: shape {rows.shape} or values unlike a run's {shape}; training again", flush=True)
+            return None
+        return rows
+
+    def save(self, path: Path, rows: np.ndarray, history: History | None = None) -> None:
+        if history is not None:
+            common.write_json(_history_path(path), {"rows": history})
+        with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+            np.save(handle, np.asarray(rows), allow_pickle=False)
+
+    def get(
+        self,
+        arm: StoredArm,
+        seed: int,
+        config: StudentConfig,
+        shape: tuple[int, ...],
+        train: Callable[[], np.ndarray],
+    ) -> tuple[np.ndarray, bool]:
+        """The run's test output rows, loaded, or made by ``train`` and kept; and whether they were loaded."""
+        path = self.path(arm, seed, config)
+        rows = self.load(path, shape)
+        if rows is not None:
+            return rows, True
+        rows = np.asarray(train())
+        self.save(path, rows)
+        return rows, False
+
+    def get_with_history(
+        self,
+        arm: StoredArm,
+        seed: int,
+        config: StudentConfig,
+        shape: tuple[int, ...],
+        train: Callable[[], tuple[np.ndarray, History]],
+    ) -> tuple[np.ndarray, History, bool]:
+        """As :meth:`get`, with the run's curves: a kept run without them (the KD comparison keeps none) is
+        trained again, and its rows replace the kept ones (on one machine, the same)."""
+        path = self.path(arm, seed, config)
+        rows, history_path = self.load(path, shape), _history_path(path)
+        if rows is not None and history_path.is_file():
+            return rows, json.loads(history_path.read_text(encoding="utf-8"))["rows"], True
+        trained, history = train()
+        trained = np.asarray(trained)
+        if rows is not None and not np.array_equal(rows, trained):
+            print(f"{path}: trained again for its curves; its test outputs differ from the kept ones by up to "
+                  f"{np.abs(rows - trained).max():.2e} (another machine or library)", flush=True)  # fmt: skip
+        self.save(path, trained, history)
+        return trained, history, False
+
+
+def _history_path(rows_path: Path) -> Path:
+    return rows_path.with_suffix(".history.json")

@@ -32,7 +32,7 @@ import argparse
 import dataclasses
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -42,6 +42,7 @@ import pandas as pd
 from experiment import (
     RAN,
     Pipeline,
+    RunStore,
     StudentRuns,
     distiller_base,
     knowledge_rows,
@@ -57,7 +58,7 @@ from iaakd.feature_rows import RowSubset
 from iaakd.metrics import round_floats, srcc
 from iaakd.stages import common
 from iaakd.stages.evaluate import category_members, no_categories_because
-from iaakd.student import KDConfig, StudentConfig
+from iaakd.student import KDConfig
 from iaakd.tasks import Task
 from iaakd.teacher import (
     DistillerConfig,
@@ -80,6 +81,11 @@ class Arm:
     kd: KDConfig
     knowledge: str = PIPELINE
     headline: bool = False  # True: every seed of --seeds; False: the first EXPLORATORY_SEEDS of them
+
+    @property
+    def store_key(self) -> dict:
+        """What makes a kept run this arm's (RunStore)."""
+        return {"name": self.name, "kd": dataclasses.asdict(self.kd), "knowledge": self.knowledge}
 
 
 ARMS = (
@@ -246,59 +252,6 @@ def per_category_gain(
         entry = compare_arms(*PRIMARY, False, subset, task, true_score[member], dist)
         gains[name] = {"n": int(member.sum()), "metrics": entry["metrics"]}
     return gains
-
-
-class RunStore:
-    """Each finished run's test output rows, at ``root/<fingerprint>/<arm>-seed<seed>.npy``; the fingerprint
-    covers ``signature`` (the pipeline's inputs, the distiller configuration), the arm, the seed and the
-    run's student configuration, so a run made from anything else is not found."""
-
-    def __init__(self, root: Path, signature: dict, fresh: bool = False) -> None:
-        self.root, self.signature, self.fresh = root, signature, fresh
-
-    def path(self, arm: Arm, seed: int, config: StudentConfig) -> Path:
-        key = {
-            **self.signature,
-            "arm": {"name": arm.name, "kd": dataclasses.asdict(arm.kd), "knowledge": arm.knowledge},
-            "seed": seed,
-            "student": dataclasses.asdict(config),
-        }
-        return self.root / fingerprint(key) / f"{arm.name}-seed{seed}.npy"
-
-    def load(self, path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
-        """The rows kept at ``path`` when they are there, of ``shape`` and finite; else None."""
-        if self.fresh or not path.is_file():
-            return None
-        try:
-            rows = np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as error:
-            print(f"{path}: not readable ({type(error).__name__}); training again", flush=True)
-            return None
-        if rows.shape != shape or not np.isfinite(rows).all():
-            print(f"{path}: shape {rows.shape} or values unlike a run's {shape}; training again", flush=True)
-            return None
-        return rows
-
-    def save(self, path: Path, rows: np.ndarray) -> None:
-        with atomic_path(path) as temporary, open(temporary, "wb") as handle:
-            np.save(handle, np.asarray(rows), allow_pickle=False)
-
-    def get(
-        self,
-        arm: Arm,
-        seed: int,
-        config: StudentConfig,
-        shape: tuple[int, ...],
-        train: Callable[[], np.ndarray],
-    ) -> tuple[np.ndarray, bool]:
-        """The run's test output rows, loaded, or made by ``train`` and kept; and whether they were loaded."""
-        path = self.path(arm, seed, config)
-        rows = self.load(path, shape)
-        if rows is not None:
-            return rows, True
-        rows = np.asarray(train())
-        self.save(path, rows)
-        return rows, False
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from iaakd.config import build_config
-from iaakd.data.splits import SplitConfig, make_split
+from iaakd.data.splits import SplitConfig, make_split, with_label_fraction
 from iaakd.errors import UserError
 
 IDS = pd.Series([str(100000 + i) for i in range(400)])
@@ -43,3 +43,14 @@ def test_the_default_withholds_nothing():
 def test_a_label_fraction_outside_0_to_1_is_named(value):
     with pytest.raises(UserError, match=rf"split\.label_fraction={value}"):
         build_config(SplitConfig, {"label_fraction": value}, "split")
+
+
+def test_a_result_script_withholds_the_same_ids_as_the_split_stage():
+    """Scripts apply split.label_fraction to the pipeline's full split (with_label_fraction); drawing other
+    ids than `dvc exp run -S split.label_fraction=...` would make their low-label rows another experiment."""
+    full = make_split(IDS, SplitConfig(name="random", test_size=0.25, num_folds=2, val_fraction=0.1, seed=3))
+    stage = random_split(label_fraction=0.8, seed=3)
+    script = with_label_fraction(full, 0.8, seed=3).set_index("image_id")["split"]
+    assert script.sort_index().equals(stage.sort_index())
+    with pytest.raises(UserError, match="already withheld"):
+        with_label_fraction(with_label_fraction(full, 0.8, seed=3), 0.5, seed=3)

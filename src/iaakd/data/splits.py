@@ -55,6 +55,19 @@ def _withhold_labels(train_ids: np.ndarray, fraction: float, seed: int) -> tuple
     return shuffled[:n_kept], shuffled[n_kept:]
 
 
+def with_label_fraction(split: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
+    """``split`` (image_id, split) with the labels of all but ``fraction`` of its training images withheld
+    (marked ``unlabeled``): the ids :func:`make_split` withholds with ``label_fraction`` and ``seed``, for a
+    split made with label_fraction 1."""
+    if (split["split"] == "unlabeled").any():
+        raise UserError("split: labels are already withheld (split.label_fraction < 1); start from a full split")
+    train = split["split"] == "train"
+    _, withheld = _withhold_labels(split.loc[train, "image_id"].to_numpy(), fraction, seed)
+    marked = split.copy()
+    marked.loc[marked["image_id"].isin(set(withheld)), "split"] = "unlabeled"
+    return marked
+
+
 def make_split(
     image_ids: pd.Series, config: SplitConfig, test_list: Path | None = None, train_list: Path | None = None
 ) -> pd.DataFrame:

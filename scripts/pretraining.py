@@ -1,0 +1,313 @@
+"""Pfister et al.'s claims on the demo: the student started from a backbone pretrained by distortion ranking
+(student.init=pretrain) against ImageNet initialisation (student.init=weights), with and without KD.
+
+Reads the pipeline's outputs (run `dvc repro` first). Every row is params.yaml's student and pretrain
+configurations with one change (ROWS); the protocol is fixed before the runs (README, "Pretraining on the
+demo"):
+
+- primary comparison, named before running: pretrain_kd against weights_kd; every other is exploratory;
+- every row over the seeds of --seeds (by default 0-2). Seed s is the student's seed and, for a pretrained
+  row, the pretraining's (its pool of good demo photos, held-out part, variants and training), and, for a
+  row with 80 % of the labels, the retrained distiller's;
+- the reference rows (weights_kd, weights_no_kd) are the KD comparison's runs, found in its store
+  (scripts/kd_comparison.py); weights_kd's are trained again where their curves are missing (the KD
+  comparison keeps test outputs only), which on one machine gives the same outputs;
+- the control (control_kd) is pretrained only on distortions the demo's latent score does not use
+  (CONTROL_DISTORTIONS): a gain it shares measures pretraining as such, one it lacks the overlap of the
+  distortions with the demo's score;
+- split.label_fraction 0.8 applies to the distiller (retrained per seed) and the student alike;
+- each comparison: the paired difference with its bootstrap 95 % interval over the test images and the
+  seeds (iaakd.paired), as in the KD comparison;
+- curves: the validation EMD per epoch, averaged over seeds, and the first epoch at which pretrain_kd's
+  curve reaches weights_kd's final value (">N" when it never does).
+
+Pretrained backbones are kept in .work/results/pretraining/ by a fingerprint of their configuration, the
+students' test outputs and curves in the shared run store; a rerun resumes. `python scripts/report.py`
+puts the tables into the README.
+
+    python scripts/pretraining.py [--seeds 0 1 2] [--epochs N] [--pretrain-epochs N] [--fresh]
+                                  [--out results/pretraining.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from experiment import (
+    RAN,
+    DistillerRuns,
+    History,
+    Pipeline,
+    RunStore,
+    StudentRuns,
+    distiller_base,
+    pipeline_inputs,
+    write_results,
+)
+from kd_comparison import ARMS, FOLDS, compare_arms, finished, summarise
+from kd_comparison import STORE as KD_STORE
+
+from iaakd.checkpoints import fingerprint
+from iaakd.data.splits import with_label_fraction
+from iaakd.data.tables import ground_truth
+from iaakd.metrics import round_floats
+from iaakd.pretrained import save_backbone
+from iaakd.pretraining.train import PretrainConfig, pretrain_backbone, student_preprocess
+from iaakd.stages import common
+from iaakd.stages.pretrain import pool_images, pretrain_config
+from iaakd.student import KDConfig, StudentConfig
+
+# Distortions the demo's latent score does not use (its factors: exposure, contrast, saturation, sharpness,
+# noise, JPEG quality, tilt, placement): colour casts. Crops move the subject (placement), rotation is tilt.
+CONTROL_DISTORTIONS = ("temperature", "tint")
+PRETRAININGS = {"all": None, "control": list(CONTROL_DISTORTIONS)}  # name -> pretrain.distortions
+
+
+@dataclass(frozen=True)
+class Row:
+    """One student configuration: params.yaml's student with this init, KD and share of labels."""
+
+    name: str
+    kd: bool
+    pretraining: str | None = (
+        None  # a key of PRETRAININGS (student.init=pretrain); None: student.init=weights
+    )
+    label_fraction: float = 1.0
+    reference: str | None = None  # the KD comparison's arm whose runs this row is
+
+    @property
+    def store_key(self) -> dict:
+        """What makes a kept run this row's (RunStore); a reference row is its KD-comparison arm."""
+        if self.reference is not None:
+            return next(arm for arm in ARMS if arm.name == self.reference).store_key
+        return {"name": self.name, "kd": self.kd, "pretraining": self.pretraining,
+                "label_fraction": self.label_fraction}  # fmt: skip
+
+
+ROWS = (
+    Row("weights_kd", kd=True, reference="student_kd"),
+    Row("weights_no_kd", kd=False, reference="student_no_kd"),
+    Row("pretrain_kd", kd=True, pretraining="all"),
+    Row("pretrain_no_kd", kd=False, pretraining="all"),
+    Row("control_kd", kd=True, pretraining="control"),
+    Row("pretrain_kd_labels80", kd=True, pretraining="all", label_fraction=0.8),
+    Row("weights_kd_labels80", kd=True, label_fraction=0.8),
+)
+# (A, B, primary): the difference A - B; the first is the one comparison named before running
+COMPARISONS = (
+    ("pretrain_kd", "weights_kd", True),
+    ("pretrain_no_kd", "weights_no_kd", False),
+    ("control_kd", "weights_kd", False),
+    ("pretrain_kd", "control_kd", False),
+    ("pretrain_kd_labels80", "weights_kd", False),  # the paper: 80 % of the labels match ImageNet's 100 %
+    ("pretrain_kd_labels80", "weights_kd_labels80", False),
+    ("weights_kd_labels80", "weights_kd", False),  # what withholding 20 % of the labels costs
+)
+CURVE_ROWS = ("weights_kd", "pretrain_kd")  # (reference, pretrained): the convergence comparison
+DEFAULT_SEEDS = (0, 1, 2)
+REDUCED_LABELS = 0.8
+STORE = common.WORK_DIR / "results" / "pretraining"
+
+
+def protocol(seeds: list[int], pretrain: PretrainConfig) -> dict:
+    """The protocol as the results file states it, fixed before any run."""
+    return {
+        "primary": "pretrain_kd vs weights_kd",
+        "exploratory": "every other comparison",
+        "decision_rule": "pretraining is shown to help when the 95 % interval of SRCC(pretrain_kd) - "
+        "SRCC(weights_kd) lies above 0",
+        "seeds": seeds,
+        "seed_means": "the student's seed, and the pretraining's and the 80 % distiller's where a row has them",
+        "reference_rows": {row.name: row.reference for row in ROWS if row.reference},
+        "control_distortions": list(CONTROL_DISTORTIONS),
+        "pretrain": dataclasses.asdict(pretrain),
+        "reduced_label_fraction": REDUCED_LABELS,
+    }
+
+
+class Pretrainings:
+    """Backbones pretrained by distortion ranking, one per (PRETRAININGS key, seed), kept under ``root``."""
+
+    def __init__(self, base: PretrainConfig, student: StudentConfig, root: Path, fresh: bool) -> None:
+        self.base, self.student, self.root, self.fresh = base, student, root, fresh
+        self.preprocess = student_preprocess(
+            student.backbone, base.input_size or student.input_size, student.resize_filter
+        )
+        self.accuracy: dict[str, dict[int, dict]] = {}  # name -> seed -> held-out pair accuracy, before/after
+
+    def config(self, name: str, seed: int) -> PretrainConfig:
+        return dataclasses.replace(self.base, seed=seed, distortions=PRETRAININGS[name])
+
+    def checkpoint(self, name: str, seed: int) -> Path:
+        """models/pretrain.pt's kind of file for pretraining ``name`` with ``seed``, trained when not kept."""
+        config = self.config(name, seed)
+        key = {"pretrain": dataclasses.asdict(config), "backbone": self.student.backbone,
+               "weights": self.student.weights, "preprocess": self.preprocess.as_dict()}  # fmt: skip
+        folder = self.root / "backbones" / fingerprint(key)
+        path, accuracy_file = folder / "pretrain.pt", folder / "accuracy.json"
+        if path.is_file() and accuracy_file.is_file() and not self.fresh:
+            self.accuracy.setdefault(name, {})[seed] = json.loads(accuracy_file.read_text(encoding="utf-8"))
+            return path
+        print(f"--- pretraining '{name}', seed {seed}", flush=True)
+        started = time.monotonic()
+        pool, _ = pool_images(config)
+        result = pretrain_backbone(config, self.student.backbone, self.student.weights, self.preprocess, pool,
+                                   num_workers=common.num_workers_from_env(), progress=common.show_progress())  # fmt: skip
+        accuracy = {"before": result.accuracy_before, "after": result.accuracy_after,
+                    "minutes": (time.monotonic() - started) / 60}  # fmt: skip
+        common.write_json(accuracy_file, accuracy)
+        save_backbone(
+            path, "pretrain", result.backbone, result.weights_source, {"config": dataclasses.asdict(config)}
+        )
+        RAN.add(("cpu", "fp32"))
+        self.accuracy.setdefault(name, {})[seed] = json.loads(accuracy_file.read_text(encoding="utf-8"))
+        print(f"    held-out pair accuracy {accuracy['before']['overall']['accuracy']:.3f} -> "
+              f"{accuracy['after']['overall']['accuracy']:.3f} ({accuracy['minutes']:.1f} min)", flush=True)  # fmt: skip
+        return path
+
+
+class ReducedLabels:
+    """Students on split.label_fraction 0.8 of the training labels: the distiller retrained on them (seed s
+    for student seed s), built on first use."""
+
+    def __init__(self, pipeline: Pipeline, epochs: int | None) -> None:
+        self.pipeline, self.epochs = pipeline, epochs
+        seed = common.section(pipeline.params, "split").get("seed", 0)
+        split = with_label_fraction(pipeline.frame[["image_id", "split"]], REDUCED_LABELS, seed)
+        self.reduced = pipeline.with_split(split)
+        self.runs: dict[int, StudentRuns] = {}
+        self.teachers: dict[int, dict] = {}
+
+    def for_seed(self, seed: int) -> StudentRuns:
+        if seed not in self.runs:
+            distillers = DistillerRuns(self.reduced)
+            metrics, knowledge = distillers.teacher(distillers.backbones, seed)
+            self.teachers[seed] = metrics
+            self.runs[seed] = StudentRuns(self.reduced, self.epochs, knowledge)
+        return self.runs[seed]
+
+
+def curves(histories: dict[str, dict[int, History]]) -> dict:
+    """Each curve row's validation EMD per epoch averaged over its seeds, and the first epoch at which the
+    pretrained row's mean curve reaches the reference's final value (">N" when it never does)."""
+    mean = {}
+    for name in CURVE_ROWS:
+        runs = [[row["val_loss"] for row in history] for history in histories.get(name, {}).values()]
+        if runs:
+            mean[name] = np.mean(np.array(runs, dtype=float), axis=0).tolist()
+    reference, pretrained = CURVE_ROWS
+    if reference not in mean or pretrained not in mean:
+        return {"val_emd_mean": mean, "first_epoch_at_reference_final": None}
+    target = mean[reference][-1]
+    reached = [epoch for epoch, value in enumerate(mean[pretrained], start=1) if value <= target]
+    return {
+        "val_emd_mean": mean,
+        "reference_final": target,
+        "first_epoch_at_reference_final": reached[0] if reached else f">{len(mean[pretrained])}",
+        "seeds": {name: sorted(histories[name]) for name in CURVE_ROWS if name in histories},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS))
+    parser.add_argument("--epochs", type=int, default=None, help="override student.epochs (smoke tests)")
+    parser.add_argument(
+        "--pretrain-epochs", type=int, default=None, help="override pretrain.epochs (smoke tests)"
+    )
+    parser.add_argument("--out", type=Path, default=Path("results/pretraining.json"))
+    parser.add_argument("--fresh", action="store_true", help="train every run again")
+    args = parser.parse_args()
+    if len(set(args.seeds)) != len(args.seeds):
+        parser.error(f"--seeds {args.seeds} repeats a seed")
+
+    pipeline = Pipeline.load()
+    task = pipeline.task
+    runs = StudentRuns(pipeline, args.epochs)
+    base, test = runs.base, runs.test
+    pretrain = pretrain_config(pipeline.params)
+    if args.pretrain_epochs:
+        pretrain = dataclasses.replace(pretrain, epochs=args.pretrain_epochs)
+    pretrainings = Pretrainings(pretrain, base, STORE, args.fresh)
+    reduced = ReducedLabels(pipeline, args.epochs)
+    # the KD comparison's store and signature: its reference runs are found, and these rows kept beside them
+    distiller = dataclasses.replace(distiller_base(pipeline.params), out_of_fold=FOLDS)
+    store = RunStore(
+        KD_STORE, {"inputs": pipeline_inputs(), "distiller": dataclasses.asdict(distiller)}, args.fresh
+    )
+
+    def train_run(
+        label_fraction: float, seed: int, config: StudentConfig, init_file: Path | None
+    ) -> tuple[np.ndarray, History]:
+        runner = (
+            runs if label_fraction == 1.0 else reduced.for_seed(seed)
+        )  # the 80 % distiller: only if trained
+        return runner.test_output_and_curves(config, init_file)
+
+    true_score, true_dist = test["mean_score"].to_numpy(), ground_truth(test)
+    planned = {row.name: list(args.seeds) for row in ROWS}
+    results = {
+        "n_test": len(test),
+        "n_train": len(runs.train.paths),
+        "seeds": args.seeds,
+        "student_config": dataclasses.asdict(base),
+        "protocol": protocol(args.seeds, pretrain),
+        "runs": {},
+        "summary": {},
+        "paired": [],
+        "complete": False,
+    }
+    outputs: dict[str, dict[int, np.ndarray]] = {}
+    histories: dict[str, dict[int, History]] = {}
+    done: dict[tuple[str, str], dict] = {}
+    shape = (len(test), task.output_size)
+    total, count = sum(map(len, planned.values())), 0
+    for row in ROWS:
+        for seed in planned[row.name]:
+            count += 1
+            print(f"--- {row.name}, seed {seed} ({count}/{total})", flush=True)
+            started = time.monotonic()
+            init = "weights" if row.pretraining is None else "pretrain"
+            config = dataclasses.replace(
+                base, seed=seed, kd=KDConfig(enabled=row.kd), init=init
+            )  # as the KD comparison's
+            init_file = None if row.pretraining is None else pretrainings.checkpoint(row.pretraining, seed)
+            train = partial(train_run, row.label_fraction, seed, config, init_file)
+            if row.name in CURVE_ROWS:
+                rows, history, kept = store.get_with_history(row, seed, config, shape, train)
+                histories.setdefault(row.name, {})[seed] = history
+            else:
+                rows, kept = store.get(row, seed, config, shape, lambda train=train: train()[0])
+            outputs.setdefault(row.name, {})[seed] = rows
+            results["runs"].setdefault(row.name, []).append({"seed": seed, **pipeline.test_metrics(rows)})
+            took = "kept from an earlier run" if kept else f"{(time.monotonic() - started) / 60:.1f} min"
+            print(f"    SRCC {results['runs'][row.name][-1]['srcc']:.3f} ({took})", flush=True)
+            results["summary"][row.name] = summarise(results["runs"][row.name])
+            for a, b, primary in COMPARISONS:
+                if (a, b) not in done and finished(outputs, planned, a, b):
+                    done[(a, b)] = compare_arms(a, b, primary, outputs, task, true_score, true_dist)
+            results["paired"] = [done[(a, b)] for a, b, _ in COMPARISONS if (a, b) in done]
+            results["pretraining_accuracy"] = pretrainings.accuracy
+            results["teacher_labels80"] = reduced.teachers
+            results["curves"] = curves(histories)
+            results["complete"] = count == total
+            write_results(args.out, results)
+    print(json.dumps(round_floats({name: s["srcc"] for name, s in results["summary"].items()}), indent=2))
+    primary = next((entry for entry in results["paired"] if entry["primary"]), None)
+    if primary is not None:
+        srcc = primary["metrics"]["srcc"]
+        print(f"primary: SRCC(pretrain_kd) - SRCC(weights_kd) = {srcc['difference']:+.3f} "
+              f"[{srcc['ci95_low']:+.3f}, {srcc['ci95_high']:+.3f}]")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
