@@ -20,11 +20,14 @@ from iaakd.costs import gmacs
 from iaakd.data.tables import Knowledge, PipelineTables, ground_truth, has_tags, tags, targets
 from iaakd.feature_rows import RowSubset
 from iaakd.metrics import bootstrap_srcc_ci, round_floats
+from iaakd.models import Distiller
 from iaakd.stages import common
 from iaakd.stages.student import student_config
-from iaakd.student import StudentConfig, predict, train_student
+from iaakd.student import StudentConfig, StudentData, predict, train_student
 from iaakd.tasks import Task
 from iaakd.teacher import DistillerConfig, iter_knowledge, train_distiller
+
+History = list[dict]  # a run's per-epoch curves (TrainingHistory.rows)
 
 # (device, precision) of every model this process trained: what the results' provenance reports
 RAN: set[tuple[str, str]] = set()
@@ -147,8 +150,9 @@ class StudentRuns:
         pipeline: Pipeline,
         epochs: int | None = None,
         knowledge: Knowledge | None = None,  # None: the pipeline's teacher, read from disk
+        unlabeled: StudentData | None = None,  # CSKD's unlabelled images, for student.unlabeled.enabled
     ) -> None:
-        self.pipeline = pipeline
+        self.pipeline, self.unlabeled = pipeline, unlabeled
         self.base = student_base(pipeline.params, epochs)
         frame, task, tags = pipeline.frame, pipeline.task, pipeline.has_tags
         self.train = pipeline.tables.student_data(frame, "train", task, True, tags, knowledge)
@@ -192,6 +196,7 @@ class StudentRuns:
             progress=common.show_progress(),
             device=self.device,
             init_file=init_file,
+            unlabeled=self.unlabeled,
         )
         prediction = predict(
             model,
@@ -238,6 +243,11 @@ class DistillerRuns:
     def teacher(self, backbones: list[str], seed: int) -> tuple[dict, Knowledge]:
         """A distiller trained with ``seed`` on the features of ``backbones``: its test metrics, and its
         knowledge (output, feature) of any labelled image, for training students."""
+        metrics, knowledge, _ = self.teacher_and_model(backbones, seed)
+        return metrics, knowledge
+
+    def teacher_and_model(self, backbones: list[str], seed: int) -> tuple[dict, Knowledge, Distiller]:
+        """:meth:`teacher`, and the distiller itself (for the knowledge of images without labels)."""
         matrix, _ = self.pipeline.tables.teacher_input(backbones)
         frame = self.pipeline.frame
         rows = matrix.row_of(frame["image_id"])
@@ -260,19 +270,17 @@ class DistillerRuns:
             return knowledge_rows(position, image_ids, every_output, every_feature)
 
         metrics = {"gsf_dim": matrix.dim, **self.pipeline.test_metrics(every_output[test], with_ci=False)}
-        return metrics, knowledge
+        return metrics, knowledge, model
 
 
 class StoredArm(Protocol):
-    """A configuration whose runs a RunStore keeps: its name and what makes a kept run its own."""
+    """A configuration whose runs a RunStore keeps: its name and what makes a kept run its own (a mapping
+    with the name its files carry)."""
 
     name: str
 
     @property
     def store_key(self) -> dict: ...
-
-
-History = list[dict]  # a run's per-epoch curves (TrainingHistory.rows)
 
 
 class RunStore:
@@ -286,8 +294,9 @@ class RunStore:
         self.root, self.signature, self.fresh = root, signature, fresh
 
     def path(self, arm: StoredArm, seed: int, config: StudentConfig) -> Path:
-        key = {**self.signature, "arm": arm.store_key, "seed": seed, "student": dataclasses.asdict(config)}
-        return self.root / fingerprint(key) / f"{arm.name}-seed{seed}.npy"
+        stored = arm.store_key  # a reference row's is its own arm's: the same file
+        key = {**self.signature, "arm": stored, "seed": seed, "student": dataclasses.asdict(config)}
+        return self.root / fingerprint(key) / f"{stored['name']}-seed{seed}.npy"
 
     def load(self, path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
         """The rows kept at ``path`` when they are there, of ``shape`` and finite; else None."""

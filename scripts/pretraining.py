@@ -301,7 +301,11 @@ def main() -> None:
             results["curves"] = curves(histories)
             results["complete"] = count == total
             write_results(args.out, results)
-    print(json.dumps(round_floats({name: s["srcc"] for name, s in results["summary"].items()}), indent=2))
+    print(
+        json.dumps(
+            round_floats({name: s["srcc"]["mean"] for name, s in results["summary"].items()}), indent=2
+        )
+    )
     primary = next((entry for entry in results["paired"] if entry["primary"]), None)
     if primary is not None:
         srcc = primary["metrics"]["srcc"]

@@ -46,6 +46,8 @@ RESULTS = Path("results")
 REPORT = RESULTS / "REPORT.md"
 PLOTS = RESULTS / "plots"
 KD_RESULTS = RESULTS / "kd_comparison.json"
+PRETRAINING_RESULTS = RESULTS / "pretraining.json"
+CSKD_RESULTS = RESULTS / "cskd.json"
 MATCHING_RESULTS = RESULTS / "matching.json"
 TEACHER_SPREAD_RESULTS = RESULTS / "teacher_spread.json"
 ABLATION_RESULTS = RESULTS / "ablations.json"
@@ -170,9 +172,9 @@ def _seed_counts(results: dict) -> str:
     return f"seeds {seeds}, each row over as many of them (the first) as its seeds column says"
 
 
-def kd_paired_table(results: dict) -> str | None:
-    """The paired differences A - B of the KD comparison's arms (results' "paired"); None before the seed
-    protocol wrote them."""
+def kd_paired_table(results: dict, short: dict[str, str] = KD_SHORT) -> str | None:
+    """The paired differences A - B of a result script's rows (results' "paired"; rows named by ``short``);
+    None before the seed protocol wrote them."""
     comparisons = results.get("paired")
     if not comparisons:
         return None
@@ -180,7 +182,7 @@ def kd_paired_table(results: dict) -> str | None:
     for entry in comparisons:
         srcc, emd = entry["metrics"]["srcc"], entry["metrics"].get("emd")
         seeds = f"{srcc['n_seeds_a']} / {srcc['n_seeds_b']}" + (" paired" if srcc["paired_seeds"] else "")
-        label = f"{KD_SHORT.get(entry['a'], entry['a'])} − {KD_SHORT.get(entry['b'], entry['b'])}"
+        label = f"{short.get(entry['a'], entry['a'])} − {short.get(entry['b'], entry['b'])}"
         rows.append(
             [label, "**primary**" if entry["primary"] else "exploratory", seeds,
              _signed(srcc["difference"]), _interval(srcc), _share(srcc),
@@ -241,6 +243,149 @@ def kd_table(results: dict, paper: Beside | None = None) -> str:
             + "\n\nNo paired differences yet: `python scripts/kd_comparison.py` (the seed protocol) writes them."
         )
     return table + "\n\n" + differences
+
+
+PRETRAINING_ROWS = {  # scripts/pretraining.py's rows
+    "weights_kd": "ImageNet init, KD (the KD comparison's runs)",
+    "weights_no_kd": "ImageNet init, no KD (the KD comparison's runs)",
+    "pretrain_kd": "pretrained (all distortions), KD",
+    "pretrain_no_kd": "pretrained (all distortions), no KD",
+    "control_kd": "control: pretrained on temperature and tint only, KD",
+    "pretrain_kd_labels80": "pretrained, KD, 80 % of the labels",
+    "weights_kd_labels80": "ImageNet init, KD, 80 % of the labels",
+}
+PRETRAINING_SHORT = {
+    "weights_kd": "ImageNet KD",
+    "weights_no_kd": "ImageNet no KD",
+    "pretrain_kd": "pretrained KD",
+    "pretrain_no_kd": "pretrained no KD",
+    "control_kd": "control KD",
+    "pretrain_kd_labels80": "pretrained KD 80 %",
+    "weights_kd_labels80": "ImageNet KD 80 %",
+}
+
+
+def _seed_rows(results: dict, labels: dict[str, str]) -> list[list[str]]:
+    """One row per configuration of ``labels`` that ran: its seeds, and SRCC (mean, sd), PLCC, Acc, EMD."""
+    rows = []
+    for key, label in labels.items():
+        if key not in results["summary"]:
+            continue
+        summary, seeds = _over_seeds(results, key)
+        get = lambda name, field="mean", s=summary: s.get(name, {}).get(field)  # noqa: E731
+        rows.append([label, seeds, *(_cell(value) for value in (get("srcc"), get("srcc", "sd"), get("plcc"),
+                                                                get("acc"), get("emd")))])  # fmt: skip
+    return rows
+
+
+def _pair_accuracy(accuracy: dict) -> str:
+    """Held-out pair accuracy of each pretraining, mean over its seeds, overall and per group (after; before)."""
+    parts = []
+    for name, by_seed in accuracy.items():
+        runs = list(by_seed.values())
+        after = np.mean([run["after"]["overall"]["accuracy"] for run in runs])
+        before = np.mean([run["before"]["overall"]["accuracy"] for run in runs])
+        lowest = min(run["after"]["overall"]["ci95"][0] for run in runs)
+        groups = sorted({group for run in runs for group in run["after"]["by_group"]})
+        per_group = ", ".join(
+            f"{group} {np.mean([run['after']['by_group'][group]['accuracy'] for run in runs]):.3f}"
+            for group in groups
+        )
+        parts.append(f"'{name}' {after:.3f} (before training {before:.3f}; lowest 95 % lower end over its "
+                     f"{len(runs)} seeds {lowest:.3f}; {per_group})")  # fmt: skip
+    return "; ".join(parts)
+
+
+def pretraining_table(results: dict, paper: Beside | None = None) -> str:
+    """scripts/pretraining.py: each row over its seeds, the pretrainings' held-out pair accuracy, the
+    paired differences and the convergence of the validation EMD."""
+    config, protocol = results["student_config"], results["protocol"]
+    pretrain = protocol["pretrain"]
+    table = _markdown(
+        f"Demo numbers: {results['n_train']} training and {results['n_test']} test images; student "
+        f"`{config['backbone']}` at {config['input_size']}x{config['input_size']}, {config['epochs']} epochs; "
+        f"seeds {', '.join(map(str, results['seeds']))} for every row. Pretraining: {pretrain['num_images']} "
+        f"good demo photos a seed, {pretrain['epochs']} epochs, {pretrain['variants_per_image']} variants per "
+        f"image, task {pretrain['task']}. Held-out pair accuracy (chance 0.5), mean over seeds: "
+        f"{_pair_accuracy(results.get('pretraining_accuracy', {}))}.{_unfinished(results)}",
+        ["student", "seeds", "SRCC", "SRCC sd", "PLCC", "Acc", "EMD"],
+        _seed_rows(results, PRETRAINING_ROWS),
+    )
+    parts = [table]
+    differences = kd_paired_table(results, PRETRAINING_SHORT)
+    if differences:
+        parts.append(differences)
+    curves = results.get("curves", {})
+    if curves.get("first_epoch_at_reference_final") is not None:
+        mean = curves["val_emd_mean"]
+        parts.append(
+            "Convergence (validation EMD per epoch, mean over seeds): ImageNet init with KD ends at "
+            f"{curves['reference_final']:.4f}; the pretrained student with KD reaches that value first at epoch "
+            f"{curves['first_epoch_at_reference_final']}. Per epoch, ImageNet: "
+            + ", ".join(f"{v:.4f}" for v in mean["weights_kd"])
+            + "; pretrained: "
+            + ", ".join(f"{v:.4f}" for v in mean["pretrain_kd"])
+            + "."
+        )
+    return "\n\n".join(parts)
+
+
+CSKD_ROWS = {  # scripts/cskd.py's rows
+    "weights_kd": "ImageNet init, KD (the KD comparison's runs)",
+    "weights_no_kd": "ImageNet init, no KD (the KD comparison's runs)",
+    "weights_kd_pool": "ImageNet init, KD + the pool",
+    "align_kd": "aligned, KD",
+    "align_kd_pool": "aligned, KD + the pool",
+    "q_weights_no_kd": "25 % of the labels: ImageNet init, no KD",
+    "q_weights_kd": "25 %: ImageNet init, KD",
+    "q_weights_kd_unlabeled": "25 %: ImageNet init, KD + withheld images and pool",
+    "q_align_kd": "25 %: aligned, KD",
+    "q_align_kd_unlabeled": "25 %: aligned, KD + withheld images and pool",
+}
+CSKD_SHORT = {
+    "weights_kd": "KD",
+    "weights_no_kd": "no KD",
+    "weights_kd_pool": "KD + pool",
+    "align_kd": "aligned KD",
+    "align_kd_pool": "aligned KD + pool",
+    "q_weights_no_kd": "25 % no KD",
+    "q_weights_kd": "25 % KD",
+    "q_weights_kd_unlabeled": "25 % KD + unlabelled",
+    "q_align_kd": "25 % aligned KD",
+    "q_align_kd_unlabeled": "25 % aligned KD + unlabelled",
+}
+
+
+def cskd_table(results: dict, paper: Beside | None = None) -> str:
+    """scripts/cskd.py: each row over its seeds, the alignment's held-out cosine, the pool, then the paired
+    differences."""
+    config, pool = results["student_config"], results["pool"]
+    cosines = list(results.get("align_cosine", {}).values())
+    aligned = (
+        f" Alignment (held-out cosine to the encoder, centred, mean over {len(cosines)} seeds): "
+        f"{np.mean([c['before'] for c in cosines]):.3f} after the head-only epoch, "
+        f"{np.mean([c['after'] for c in cosines]):.3f} at the end."
+        if cosines
+        else ""
+    )
+    teachers = list(results.get("teacher_low_labels", {}).values())
+    low_teacher = (
+        f" The distiller on 25 % of the labels: test SRCC {np.mean([m['srcc'] for m in teachers]):.3f} "
+        f"(mean over {len(teachers)} seeds)."
+        if teachers
+        else ""
+    )
+    table = _markdown(
+        f"Demo numbers: {results['n_train']} training images ({results['n_train_labelled_low']} labelled at "
+        f"25 %), {results['n_test']} test images, a pool of {pool['kept']} unlabelled demo images; student "
+        f"`{config['backbone']}` at {config['input_size']}x{config['input_size']}, {config['epochs']} epochs; "
+        f"seeds {', '.join(map(str, results['seeds']))} for every row.{aligned}{low_teacher} The encoder is an "
+        f"ImageNet CNN (no CLIP weights offline): the aligned rows say nothing about CLIP.{_unfinished(results)}",
+        ["student", "seeds", "SRCC", "SRCC sd", "PLCC", "Acc", "EMD"],
+        _seed_rows(results, CSKD_ROWS),
+    )
+    differences = kd_paired_table(results, CSKD_SHORT)
+    return table if differences is None else table + "\n\n" + differences
 
 
 def _paper_gain(paper: Beside | None, category: str) -> str:
@@ -450,6 +595,10 @@ def _ablation(key: str, heading: str) -> Section:
 SECTIONS = [  # in the paper's order
     Section("kd_comparison", "The KD comparison, with its controls", KD_RESULTS,
             "python scripts/kd_comparison.py --seeds 0 1 2 3 4", kd_table),
+    Section("pretraining", "Pretraining by distortion ranking (Pfister et al.)", PRETRAINING_RESULTS,
+            "python scripts/pretraining.py --seeds 0 1 2", pretraining_table),
+    Section("cskd", "CSKD: alignment and semi-supervised KD (Xu et al.)", CSKD_RESULTS,
+            "python scripts/cskd.py --seeds 0 1 2", cskd_table),
     Section("teacher_backbones", "Tables I-III: which backbones feed the teacher", ABLATION_RESULTS,
             ABLATIONS, teacher_backbones_table),
     Section("matching", "Table IV: matching in feature spaces", MATCHING_RESULTS,

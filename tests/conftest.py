@@ -187,6 +187,8 @@ PAPER_TO_TINY = {
         "for student in tf_efficientnet_lite0; do"
     ),
     "--seeds 0 1 2 3 4": "--seeds 0 1",
+    "pretraining.py --seeds 0 1 2": "pretraining.py --seeds 0",  # the KD comparison's first seed: its reference
+    "cskd.py --seeds 0 1 2": "cskd.py --seeds 0",
     "--pad-size 800 --crop-size 640": "--pad-size 64 --crop-size 48",
     "student.input_size=640 -S student.pad_size=800": "student.input_size=48 -S student.pad_size=64",
     "features.input_size=300": "features.input_size=48",
@@ -202,8 +204,27 @@ PAPER_TO_TINY = {
 }
 
 
+# Experiments whose stages another command of the block runs with other values of the same keys: in the
+# tiny run their values are validated by every stage's configuration builder (test_pipeline.py, through
+# iaakd.stages.check_params) instead of trained, about 17 s of the background each. Which one runs:
+# Table III's singles -> teacher-swsl-bit and the Tables I-II loop; v-no-kd, v-frozen -> v-frozen-no-kd;
+# vi-no-feature -> vi-target-gt; vii-640-no-kd -> vii-640; student-resnet18 -> student-resnet50;
+# xv-*-no-kd -> xv-binary, xv-score; Fig. 6's no-KD runs -> the same fold with KD.
+VALIDATED_ONLY = (
+    "teacher-swsl", "teacher-ig", "teacher-bit", "v-no-kd", "v-frozen", "vi-no-feature", "vii-640-no-kd",
+    "student-resnet18", "xv-binary-no-kd", "xv-score-no-kd", "fig6-tf_efficientnet_lite0-fold0-no-kd",
+    "fig6-tf_efficientnet_lite0-ilgnet-no-kd",
+)  # fmt: skip
+VALIDATED_ONLY_FILE = "validated-only.txt"  # one line per such command, its arguments split by \x1f
+_VALIDATE_INSTEAD = (
+    f'exp() {{ if [[ " {" ".join(VALIDATED_ONLY)} " == *" $2 "* ]]; then (IFS=$\'\\x1f\'; printf \'%s\\n\' "$*")'
+    f' >> {VALIDATED_ONLY_FILE}; else git checkout -q params.yaml && dvc exp run "$@"; fi; }}\n'
+)
+
+
 def reproduction_commands() -> str:
-    """README's <!-- commands:paper --> block, with PAPER_TO_TINY's replacements."""
+    """README's <!-- commands:paper --> block, with PAPER_TO_TINY's replacements, and its ``exp`` redefined
+    to record VALIDATED_ONLY's commands instead of running them."""
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     block = re.search(r"<!-- commands:paper -->\n```sh\n(.*?)```\n<!-- /commands:paper -->", readme, re.S)
     assert block, "README.md has no <!-- commands:paper --> block"
@@ -211,7 +232,9 @@ def reproduction_commands() -> str:
     for paper, tiny in PAPER_TO_TINY.items():
         assert paper in commands, f"{paper} is no longer in the README's commands: update PAPER_TO_TINY"
         commands = commands.replace(paper, tiny)
-    return commands
+    definition, rest = commands.split("\n", 1)
+    assert definition.startswith("exp() {"), "the README's block no longer starts by defining exp()"
+    return definition + "\n" + _VALIDATE_INSTEAD + rest
 
 
 class Background:

@@ -17,8 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from conftest import (
     REPO_ROOT,
+    VALIDATED_ONLY,
+    VALIDATED_ONLY_FILE,
     copy_repo,
     environment,
     reproduction_commands,
@@ -364,6 +367,46 @@ def test_result_scripts_run_on_the_pipeline_outputs_and_render(reproduction_run)
     assert "| 1 |" in teacher_spread_table(spread)
 
 
+def test_pretraining_and_cskd_scripts_reuse_the_kd_comparisons_runs_and_render(reproduction_run):
+    """scripts/pretraining.py and scripts/cskd.py (seed 0) as README's reproduction block ran them, after the
+    KD comparison: their reference rows are its runs, loaded rather than trained (a reference that came from
+    another configuration would differ from them), their protocols' primary comparisons are there, and their
+    README tables render."""
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    import cskd
+    import pretraining
+    from report import cskd_table, pretraining_table
+
+    repo, finished_run = reproduction_run
+    kd = json.loads((repo / "results" / "kd_comparison.json").read_text())
+    for name, module in (("pretraining", pretraining), ("cskd", cskd)):
+        results = json.loads((repo / "results" / f"{name}.json").read_text())
+        assert results["complete"] and set(results["summary"]) == {row.name for row in module.ROWS}
+        for row in module.ROWS:
+            if row.reference:  # the KD comparison's run of that seed, the same numbers
+                assert results["runs"][row.name][0]["srcc"] == kd["runs"][row.reference][0]["srcc"]
+        (primary,) = [entry for entry in results["paired"] if entry["primary"]]
+        assert (primary["a"], primary["b"]) == module.COMPARISONS[0][:2]
+        assert "**primary**" in {"pretraining": pretraining_table, "cskd": cskd_table}[name](results)
+    # weights_no_kd is loaded, never trained; weights_kd is trained again only for its curves, to the same rows
+    assert re.search(r"--- weights_no_kd, seed 0 \(2/\d+\)\n +SRCC [\d.-]+ \(kept from an earlier run\)",
+                     finished_run.stdout)  # fmt: skip
+    assert "its test outputs differ from the kept ones" not in finished_run.stdout
+
+    pretrained = json.loads((repo / "results" / "pretraining.json").read_text())
+    for name in pretraining.PRETRAININGS:
+        accuracy = pretrained["pretraining_accuracy"][name]["0"]
+        assert 0 <= accuracy["after"]["overall"]["accuracy"] <= 1
+    assert set(pretrained["pretraining_accuracy"]["control"]["0"]["after"]["by_distortion"]) == set(
+        pretraining.CONTROL_DISTORTIONS
+    )
+    assert pretrained["curves"]["first_epoch_at_reference_final"] is not None
+    aligned = json.loads((repo / "results" / "cskd.json").read_text())
+    assert aligned["pool"]["kept"] > 0 and aligned["align_cosine"]["0"]["after"] is not None
+    assert aligned["n_train_labelled_low"] == round(cskd.LOW_LABELS * aligned["n_train"])
+    assert "0" in aligned["teacher_low_labels"]
+
+
 def test_ablations_go_on_where_an_earlier_run_stopped(tiny_repo, tmp_path):
     """A second run keeps the tables already written from the same configuration and trains only the rest;
     a student that two tables share is trained once; another configuration starts again."""
@@ -392,10 +435,26 @@ def test_ablations_go_on_where_an_earlier_run_stopped(tiny_repo, tmp_path):
     assert earlier_results(out, merged["signature"], fresh=True) == {}
 
 
+def validated_only_commands(repo: Path) -> dict[str, list[str]]:
+    """The tiny run's VALIDATED_ONLY commands as it recorded them: name -> its ``-S`` assignments."""
+    commands = {}
+    for line in (repo / VALIDATED_ONLY_FILE).read_text(encoding="utf-8").splitlines():
+        arguments = line.split("\x1f")
+        assert arguments[0] == "-n", line
+        commands[arguments[1]] = [
+            value for flag, value in zip(arguments[:-1], arguments[1:], strict=True) if flag == "-S"
+        ]
+    return commands
+
+
 def test_every_reproduction_command_runs_on_a_tiny_demo(reproduction_run):
     """README "Reproducing the paper": the whole command block, as a script, on the shared tiny demo (40
     images, the paper's trio replaced by three small backbones, one epoch of training), from its committed
-    reproduced state. The script runs in the background from the start of the session (conftest.py)."""
+    reproduced state. The script runs in the background from the start of the session (conftest.py).
+    VALIDATED_ONLY's commands, whose stages another command runs with other values, have their values
+    checked by every stage's configuration builder instead: a misspelt key or a bad value fails here."""
+    from iaakd.stages.check_params import check, with_override
+
     repo, _ = reproduction_run
     commands = reproduction_commands()
     experiments = set(run(repo, "dvc", "exp", "list", "--name-only").stdout.split())
@@ -403,7 +462,17 @@ def test_every_reproduction_command_runs_on_a_tiny_demo(reproduction_run):
     # the loops' variables as the tiny script sets them: Fig. 6's first fold of its one student
     expected = {name.replace("$fold", "0").replace("$s", "tf_efficientnet_lite0") for name in expected}
     expected.add("gsf-tf_efficientnet_lite1-in1k")  # Tables I and II's one subset, named by the shell
-    assert expected <= experiments, f"not in dvc exp show: {sorted(expected - experiments)}"
+    validated = validated_only_commands(repo)
+    assert set(validated) == set(VALIDATED_ONLY) and set(VALIDATED_ONLY) <= expected
+    params = yaml.safe_load((repo / "params.yaml").read_text(encoding="utf-8"))
+    for name, assignments in validated.items():
+        changed = params
+        for assignment in assignments:
+            changed = with_override(changed, assignment)
+        assert changed != params, f"{name} changes nothing"
+        check(changed)
+    ran = expected - set(VALIDATED_ONLY)
+    assert ran <= experiments, f"not in dvc exp show: {sorted(ran - experiments)}"
     ablations = json.loads((repo / "results" / "ablations.json").read_text())
     assert ablations["complete"] and set(ablations["tables"]) == {"v", "vi", "vii", "xii", "xiv"}
     assert len(ablations["teacher_backbones"]["rows"]) == 7  # every subset of the three backbones

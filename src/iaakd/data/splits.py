@@ -60,7 +60,9 @@ def with_label_fraction(split: pd.DataFrame, fraction: float, seed: int) -> pd.D
     (marked ``unlabeled``): the ids :func:`make_split` withholds with ``label_fraction`` and ``seed``, for a
     split made with label_fraction 1."""
     if (split["split"] == "unlabeled").any():
-        raise UserError("split: labels are already withheld (split.label_fraction < 1); start from a full split")
+        raise UserError(
+            "split: labels are already withheld (split.label_fraction < 1); start from a full split"
+        )
     train = split["split"] == "train"
     _, withheld = _withhold_labels(split.loc[train, "image_id"].to_numpy(), fraction, seed)
     marked = split.copy()

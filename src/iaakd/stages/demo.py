@@ -8,10 +8,15 @@ from iaakd.data.demo import DemoConfig, generate_demo
 from iaakd.stages import common
 
 
+def demo_config(params: dict) -> DemoConfig:
+    data = common.section(params, "data")
+    return common.build_config(
+        DemoConfig, {"seed": data.get("seed", 0), **(data.get("demo") or {})}, "data.demo"
+    )
+
+
 def main(_argv: list[str]) -> None:
-    data = common.section(common.load_params(), "data")
-    demo = data.get("demo") or {}
-    config = common.build_config(DemoConfig, {"seed": data.get("seed", 0), **demo}, "data.demo")
+    config = demo_config(common.load_params())
     staging = common.DEMO_ROOT.with_name(common.DEMO_ROOT.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     summary = generate_demo(staging, config, progress=common.show_progress())

@@ -36,8 +36,8 @@ def metrics(frame, task: Task, mask: np.ndarray, output: np.ndarray) -> dict:
     return result
 
 
-def main(_argv: list[str]) -> None:
-    params = common.load_params()
+def distiller_config(params: dict) -> tuple[DistillerConfig, list[str]]:
+    """``distiller``'s configuration and its backbones (a non-empty subset of features.backbones)."""
     distiller_params = common.section(params, "distiller")
     config = common.build_config(DistillerConfig, distiller_params, "distiller", ignore=("backbones",))
     backbones = distiller_params.get("backbones") or []
@@ -46,6 +46,12 @@ def main(_argv: list[str]) -> None:
         backbones and all(b in available for b in backbones),
         f"params: distiller.backbones {backbones} must be a non-empty subset of features.backbones {available}",
     )
+    return config, backbones
+
+
+def main(_argv: list[str]) -> None:
+    params = common.load_params()
+    config, backbones = distiller_config(params)
     pipeline = common.tables()
     task = common.task_from_params(params, pipeline)
     frame = pipeline.labels_with_split()

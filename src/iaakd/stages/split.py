@@ -14,10 +14,14 @@ from iaakd.stages import common
 from iaakd.stages.dataset import data_config, layout_from_params
 
 
+def split_config(params: dict) -> SplitConfig:
+    return common.build_config(SplitConfig, common.section(params, "split"), "split", ignore=("ilgnet_dir",))
+
+
 def main(_argv: list[str]) -> None:
     params = common.load_params()
     split_params = common.section(params, "split")
-    config = common.build_config(SplitConfig, split_params, "split", ignore=("ilgnet_dir",))
+    config = split_config(params)
     data = data_config(params)
     common.require(
         data.source != "csv" or config.name == "random",

@@ -1,0 +1,90 @@
+"""Every stage's configuration built from params.yaml, without running anything: a misspelt key or a bad value
+ends in one line naming it, before a long run starts rather than hours into it.
+
+    python -m iaakd.stages.check_params                       # params.yaml as it is
+    python -m iaakd.stages.check_params -S student.kd.mix=loss -S 'distiller.backbones=[a,b]'
+
+``-S key=value`` sets a value as ``dvc exp run -S`` does (dotted key, YAML value) in memory only; params.yaml
+is not written. What needs the data (labels with tags for student.semantic, a test list for split.name) is
+checked by the stages themselves when they run.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import yaml
+
+from iaakd.errors import UserError
+from iaakd.stages import common
+from iaakd.stages.align import align_config
+from iaakd.stages.dataset import data_config
+from iaakd.stages.demo import demo_config
+from iaakd.stages.distill import distiller_config
+from iaakd.stages.evaluate import evaluate_config
+from iaakd.stages.extract import extract_config
+from iaakd.stages.pool import pool_config
+from iaakd.stages.pretrain import pretrain_config
+from iaakd.stages.split import split_config
+from iaakd.stages.student import student_config
+from iaakd.tasks import OUTPUTS
+
+
+def _task(params: dict) -> None:
+    output = common.section(params, "task").get("output", "distribution")
+    common.require(output in OUTPUTS, f"params: task.output={output!r} is not one of {', '.join(OUTPUTS)}")
+
+
+def _features(params: dict) -> None:
+    backbones = common.section(params, "features").get("backbones") or []
+    common.require(backbones, "params: features.backbones is empty")
+    for backbone in backbones:
+        extract_config(params, backbone)
+
+
+# Each stage's configuration, in the pipeline's order; the builders the stages themselves call
+CHECKS: tuple[Callable[[dict], object], ...] = (
+    data_config, demo_config, split_config, _features, _task, distiller_config, pool_config,
+    pretrain_config, align_config, student_config, evaluate_config,
+)  # fmt: skip
+
+
+def with_override(params: dict, assignment: str) -> dict:
+    """A copy of ``params`` with ``key.path=value`` set (the value read as YAML, as DVC reads it)."""
+    key, separator, text = assignment.partition("=")
+    if not separator or not key:
+        raise UserError(f"-S {assignment}: expected key=value")
+    changed = copy.deepcopy(params)
+    *parents, leaf = key.split(".")
+    node = changed
+    for part in parents:
+        if not isinstance(node.get(part), dict):
+            raise UserError(f"-S {assignment}: params.yaml has no section '{part}' under '{key}'")
+        node = node[part]
+    if leaf not in node:
+        raise UserError(f"-S {assignment}: params.yaml has no key '{key}'")
+    node[leaf] = yaml.safe_load(text)
+    return changed
+
+
+def check(params: dict) -> None:
+    """Builds every stage's configuration from ``params``; the first mistake is a UserError naming its key."""
+    for build in CHECKS:
+        build(params)
+
+
+def main(argv: list[str]) -> None:
+    params = common.load_params()
+    arguments = list(argv)
+    while arguments:
+        flag = arguments.pop(0)
+        if flag != "-S" or not arguments:
+            raise UserError("usage: python -m iaakd.stages.check_params [-S key=value ...]")
+        params = with_override(params, arguments.pop(0))
+    check(params)
+    print(f"params: every stage's configuration is valid ({len(CHECKS)} checked)")
+
+
+if __name__ == "__main__":
+    common.run(main)
