@@ -8,7 +8,7 @@ from PIL import Image
 from iaakd.data.ava import AvaLayout, load_ava, read_ava_txt, read_id_list, read_tags
 from iaakd.data.demo import CATEGORIES, DemoConfig, draw_factors, generate_demo, render_image
 from iaakd.data.images import same_size_batches
-from iaakd.data.splits import SplitConfig, make_split
+from iaakd.data.splits import SplitConfig, ilgnet_lists, make_split
 from iaakd.errors import UserError
 
 
@@ -189,3 +189,27 @@ def test_exif_rotated_image_reports_its_decoded_size(tmp_path):
     scan = scan_image(str(tmp_path / "rotated.jpg"))
     assert (scan.width, scan.height) == load_rgb(tmp_path / "rotated.jpg").size == (32, 64)
     assert scan.orientation == 6 and scan.unusual() == "EXIF orientation 6"
+
+
+def test_ilgnet_split_reads_a_clone_of_the_ilgnet_repository_as_well_as_the_demo_layout(tmp_path):
+    """split.ilgnet_dir may name a clone of github.com/BestiVictory/ILGnet (data/AVA1/train.txt, val.txt,
+    "<id>.jpg <label>" lines); the demo writes AVA1_train.txt and AVA1_val.txt. Either gives the same split."""
+    ids = pd.Series([str(1000 + i) for i in range(20)])
+    train_lines = "".join(f"{i}.jpg {int(i) % 2}\n" for i in ids[:14])
+    test_lines = "".join(f"{i}.jpg {int(i) % 2}\n" for i in ids[14:])
+    clone, demo_layout = tmp_path / "ILGnet", tmp_path / "ilgnet_split"
+    (clone / "data" / "AVA1").mkdir(parents=True)
+    (clone / "data" / "AVA1" / "train.txt").write_text(train_lines)
+    (clone / "data" / "AVA1" / "val.txt").write_text(test_lines)
+    demo_layout.mkdir()
+    (demo_layout / "AVA1_train.txt").write_text(train_lines)
+    (demo_layout / "AVA1_val.txt").write_text(test_lines)
+    config = SplitConfig(name="ilgnet", val_fraction=0.2)
+    splits = []
+    for folder in (clone, demo_layout):
+        train_list, test_list = ilgnet_lists(folder)
+        splits.append(make_split(ids, config, test_list, train_list))
+    assert splits[0].equals(splits[1])
+    assert set(splits[0].loc[splits[0]["split"] == "test", "image_id"]) == set(ids[14:])
+    with pytest.raises(UserError, match=r"neither AVA1_train\.txt and AVA1_val\.txt or data/AVA1/train\.txt"):
+        ilgnet_lists(tmp_path / "empty")

@@ -55,6 +55,25 @@ def _withhold_labels(train_ids: np.ndarray, fraction: float, seed: int) -> tuple
     return shuffled[:n_kept], shuffled[n_kept:]
 
 
+# Where the ILGnet split's lists are, in order of preference: the file names this project's demo writes, and
+# the layout of the ILGnet repository itself (github.com/BestiVictory/ILGnet: data/AVA1/{train,val}.txt,
+# "<id>.jpg <label>" per line), so that split.ilgnet_dir can name a clone of it.
+ILGNET_LAYOUTS = (
+    (Path("AVA1_train.txt"), Path("AVA1_val.txt")),
+    (Path("data/AVA1/train.txt"), Path("data/AVA1/val.txt")),
+)
+
+
+def ilgnet_lists(folder: Path) -> tuple[Path, Path]:
+    """(training list, test list) of the ILGnet split in ``folder``, in either of ILGNET_LAYOUTS; neither is
+    one line naming the files looked for."""
+    for train, test in ILGNET_LAYOUTS:
+        if (folder / train).is_file() and (folder / test).is_file():
+            return folder / train, folder / test
+    looked_for = " or ".join(f"{train} and {test}" for train, test in ILGNET_LAYOUTS)
+    raise UserError(f"split.name=ilgnet: {folder} has neither {looked_for} (split.ilgnet_dir)")
+
+
 def with_label_fraction(split: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
     """``split`` (image_id, split) with the labels of all but ``fraction`` of its training images withheld
     (marked ``unlabeled``): the ids :func:`make_split` withholds with ``label_fraction`` and ``seed``, for a

@@ -8,7 +8,7 @@ import pandas as pd
 import pyarrow as pa
 
 from iaakd.data.ava import read_id_list
-from iaakd.data.splits import SplitConfig, make_split
+from iaakd.data.splits import SplitConfig, ilgnet_lists, make_split
 from iaakd.features import write_parquet_atomic
 from iaakd.stages import common
 from iaakd.stages.dataset import data_config, layout_from_params
@@ -31,11 +31,14 @@ def main(_argv: list[str]) -> None:
     test_list, train_list = None, None
     if data.source != "csv":
         layout = layout_from_params(data)
-        ilgnet_dir = layout.root / str(split_params.get("ilgnet_dir", "ilgnet_split"))
-        test_list, train_list = {
-            "official": (layout.lists_dir / "generic_test.jpgl", None),
-            "ilgnet": (ilgnet_dir / "AVA1_val.txt", ilgnet_dir / "AVA1_train.txt"),
-        }.get(config.name, (None, None))
+        if config.name == "official":
+            test_list = layout.lists_dir / "generic_test.jpgl"
+        elif (
+            config.name == "ilgnet"
+        ):  # a folder under data.root, or an absolute path (a clone of ILGnet's repo)
+            train_list, test_list = ilgnet_lists(
+                layout.root / str(split_params.get("ilgnet_dir", "ilgnet_split"))
+            )
     split = make_split(labels["image_id"], config, test_list, train_list)
     write_parquet_atomic(pa.Table.from_pandas(split, preserve_index=False), common.SPLIT)
     counts = {name: int((split["split"] == name).sum()) for name in ("train", "val", "test", "unlabeled")}
