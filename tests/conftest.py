@@ -53,6 +53,9 @@ TINY = {
     ("student", "epochs"): 1,
     ("student", "input_size"): 32,
     ("evaluate", "bootstrap_resamples"): 50,
+    # the pools the result scripts make in the reproduction run (the switches' own tests set theirs)
+    ("pretrain", "num_images"): 16,
+    ("unlabeled", "num_images"): 12,
 }
 EVERY_STAGE = {
     "demo",
