@@ -47,6 +47,7 @@ from experiment import (
     StudentRuns,
     distiller_base,
     pipeline_inputs,
+    require_reference_student,
     write_results,
 )
 from kd_comparison import ARMS, FOLDS, compare_arms, finished, summarise
@@ -142,6 +143,7 @@ class DemoPool:
     manifest: pd.DataFrame
     counts: dict
     features: object  # FeatureMatrix of the distiller's backbones, in the manifest's order
+    key: str  # what made it: a fingerprint of its configuration and the labelled images it excludes
 
     @classmethod
     def made(cls, config: PoolConfig, params: dict, backbones: list[str], root: Path) -> DemoPool:
@@ -156,6 +158,9 @@ class DemoPool:
             common.write_json(counts_file, pool.counts)
             write_manifest(pool.manifest, manifest_file)
         manifest = read_manifest(manifest_file)
+        if manifest.empty:
+            raise common.UserError(f"{manifest_file}: the pool kept none of its {config.num_images} images "
+                                   f"(see {counts_file})")  # fmt: skip
         enabled = {**params, "student": {**params["student"], "unlabeled": {"enabled": True}}}
         features_dir = folder / "features"
         for backbone in backbones:
@@ -165,7 +170,7 @@ class DemoPool:
         matrix, _ = build_feature_matrix([features_dir / b for b in backbones], manifest["image_id"].tolist(),
                                          folder / "rows")  # fmt: skip
         counts = json.loads(counts_file.read_text(encoding="utf-8"))
-        return cls(manifest, counts, matrix)
+        return cls(manifest, counts, matrix, folder.name)
 
 
 def unlabeled_data(paths: list[str], distiller: Distiller, features) -> StudentData:
@@ -187,11 +192,17 @@ class Alignments:
                                         student.resize_filter)  # fmt: skip
         self.cosines: dict[int, dict] = {}  # seed -> held-out cosine (start, before, after)
 
-    def checkpoint(self, seed: int) -> Path:
+    def key(self, seed: int) -> str:
+        """A fingerprint of everything that makes the alignment of ``seed``: its configuration, the student's
+        backbone, weights and input, and the images."""
         config = dataclasses.replace(self.base, seed=seed)
         key = {"align": dataclasses.asdict(config), "backbone": self.student.backbone,
                "weights": self.student.weights, "preprocess": self.preprocess.as_dict()}  # fmt: skip
-        folder = self.root / "align" / fingerprint(key, self.paths)
+        return fingerprint(key, self.paths)
+
+    def checkpoint(self, seed: int) -> Path:
+        config = dataclasses.replace(self.base, seed=seed)
+        folder = self.root / "align" / self.key(seed)
         path, cosine_file = folder / "align.pt", folder / "cosine.json"
         if not (path.is_file() and cosine_file.is_file()) or self.fresh:
             print(f"--- alignment, seed {seed} ({len(self.paths)} images)", flush=True)
@@ -265,6 +276,7 @@ def main() -> None:
     pipeline = Pipeline.load()
     task, params = pipeline.task, pipeline.params
     base = StudentRuns(pipeline, args.epochs).base
+    require_reference_student(base)
     test = pipeline.part("test")
     pool_settings = dataclasses.replace(pool_config(params), source="demo")
     align = align_config(params)
@@ -316,12 +328,18 @@ def main() -> None:
             if row.reference is not None:  # the KD comparison's arm: params.yaml's student with its KD
                 config = dataclasses.replace(base, seed=seed, kd=KDConfig(enabled=row.kd))
             init_file = alignments.checkpoint(seed) if row.init == "align" else None
+            extra = {  # what else made the run (the split is in the store's signature)
+                **({"align": alignments.key(seed)} if row.init == "align" else {}),
+                **({"pool": pool.key} if row.unlabeled or row.init == "align" else {}),
+            }
 
             def train(row: Row = row, seed: int = seed, config: StudentConfig = config,
                       init_file: Path | None = init_file) -> np.ndarray:  # fmt: skip
                 return students.runner(row, seed).test_output_and_curves(config, init_file)[0]
 
-            rows, kept = store.get(row, seed, config, shape, train)
+            rows, kept = store.get(
+                row, seed, config, shape, train, extra=extra, reference=row.reference is not None
+            )
             outputs.setdefault(row.name, {})[seed] = rows
             results["runs"].setdefault(row.name, []).append({"seed": seed, **pipeline.test_metrics(rows)})
             took = "kept from an earlier run" if kept else f"{(time.monotonic() - started) / 60:.1f} min"

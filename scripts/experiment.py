@@ -210,6 +210,18 @@ class StudentRuns:
         return model, preprocess, prediction, history
 
 
+def require_reference_student(config: StudentConfig) -> None:
+    """The pretraining and CSKD scripts' reference rows are the KD comparison's runs of params.yaml's student,
+    which starts from ImageNet weights and uses no unlabelled images: with another params.yaml they would be
+    other runs than their rows say."""
+    if config.init != "weights" or config.unlabeled.enabled:
+        raise common.UserError(
+            f"params.yaml: student.init={config.init}, student.unlabeled.enabled={config.unlabeled.enabled}; the "
+            "result scripts compare against ImageNet initialisation without unlabelled images (init weights, "
+            "unlabeled.enabled false): set those, or run the stages by `dvc exp run` instead"
+        )
+
+
 def knowledge_rows(
     position: pd.Index, image_ids: list[str], outputs: np.ndarray, features: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -286,21 +298,26 @@ class StoredArm(Protocol):
 class RunStore:
     """Each finished run's test output rows, at ``root/<fingerprint>/<arm>-seed<seed>.npy`` (and its curves
     beside them, ``.history.json``, where the script keeps them); the fingerprint covers ``signature`` (the
-    pipeline's inputs, the distiller configuration), the arm's ``store_key``, the seed and the run's student
-    configuration, so a run made from anything else is not found. Result scripts share a store: the
-    pretraining and CSKD scripts find the KD comparison's reference runs in it."""
+    pipeline's inputs, the distiller configuration), the arm's ``store_key``, the seed, the run's student
+    configuration and ``extra`` (what else made the run: a pretraining or alignment configuration, a pool),
+    so a run made from anything else is not found. Result scripts share a store: the pretraining and CSKD
+    scripts find the KD comparison's reference runs in it, and read them without ever writing them
+    (``reference=True``: not trained again with ``fresh``, never replaced)."""
 
     def __init__(self, root: Path, signature: dict, fresh: bool = False) -> None:
         self.root, self.signature, self.fresh = root, signature, fresh
+        self.curve_differences: dict[str, float] = {}  # file -> largest |kept - trained again for curves|
 
-    def path(self, arm: StoredArm, seed: int, config: StudentConfig) -> Path:
+    def path(self, arm: StoredArm, seed: int, config: StudentConfig, extra: dict | None = None) -> Path:
         stored = arm.store_key  # a reference row's is its own arm's: the same file
         key = {**self.signature, "arm": stored, "seed": seed, "student": dataclasses.asdict(config)}
+        if extra:
+            key["extra"] = extra
         return self.root / fingerprint(key) / f"{stored['name']}-seed{seed}.npy"
 
-    def load(self, path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+    def load(self, path: Path, shape: tuple[int, ...], fresh: bool | None = None) -> np.ndarray | None:
         """The rows kept at ``path`` when they are there, of ``shape`` and finite; else None."""
-        if self.fresh or not path.is_file():
+        if (self.fresh if fresh is None else fresh) or not path.is_file():
             return None
         try:
             rows = np.load(path, allow_pickle=False)
@@ -313,8 +330,11 @@ class RunStore:
         return rows
 
     def save(self, path: Path, rows: np.ndarray, history: History | None = None) -> None:
+        """The run's rows, and its curves where given; curves of an earlier run at ``path`` go with it."""
         if history is not None:
             common.write_json(_history_path(path), {"rows": history})
+        else:
+            _history_path(path).unlink(missing_ok=True)
         with atomic_path(path) as temporary, open(temporary, "wb") as handle:
             np.save(handle, np.asarray(rows), allow_pickle=False)
 
@@ -325,10 +345,12 @@ class RunStore:
         config: StudentConfig,
         shape: tuple[int, ...],
         train: Callable[[], np.ndarray],
+        extra: dict | None = None,
+        reference: bool = False,
     ) -> tuple[np.ndarray, bool]:
         """The run's test output rows, loaded, or made by ``train`` and kept; and whether they were loaded."""
-        path = self.path(arm, seed, config)
-        rows = self.load(path, shape)
+        path = self.path(arm, seed, config, extra)
+        rows = self.load(path, shape, fresh=False if reference else None)
         if rows is not None:
             return rows, True
         rows = np.asarray(train())
@@ -342,20 +364,28 @@ class RunStore:
         config: StudentConfig,
         shape: tuple[int, ...],
         train: Callable[[], tuple[np.ndarray, History]],
+        extra: dict | None = None,
+        reference: bool = False,
     ) -> tuple[np.ndarray, History, bool]:
-        """As :meth:`get`, with the run's curves: a kept run without them (the KD comparison keeps none) is
-        trained again, and its rows replace the kept ones (on one machine, the same)."""
-        path = self.path(arm, seed, config)
-        rows, history_path = self.load(path, shape), _history_path(path)
+        """As :meth:`get`, with the run's curves. A kept run without them (the KD comparison keeps none) is
+        trained again for its curves only: the kept rows stay the run's (never replaced), and the largest
+        difference of the retrained ones from them is recorded in ``curve_differences`` (0 on one machine)."""
+        path = self.path(arm, seed, config, extra)
+        rows, history_path = self.load(path, shape, fresh=False if reference else None), _history_path(path)
         if rows is not None and history_path.is_file():
             return rows, json.loads(history_path.read_text(encoding="utf-8"))["rows"], True
         trained, history = train()
         trained = np.asarray(trained)
-        if rows is not None and not np.array_equal(rows, trained):
+        if rows is None:
+            self.save(path, trained, history)
+            return trained, history, False
+        self.curve_differences[path.name] = float(np.abs(rows - trained).max())
+        if self.curve_differences[path.name]:
             print(f"{path}: trained again for its curves; its test outputs differ from the kept ones by up to "
-                  f"{np.abs(rows - trained).max():.2e} (another machine or library)", flush=True)  # fmt: skip
-        self.save(path, trained, history)
-        return trained, history, False
+                  f"{self.curve_differences[path.name]:.2e} (another machine or library); the kept ones stay",
+                  flush=True)  # fmt: skip
+        common.write_json(history_path, {"rows": history})
+        return rows, history, False
 
 
 def _history_path(rows_path: Path) -> Path:

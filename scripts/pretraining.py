@@ -49,6 +49,7 @@ from experiment import (
     StudentRuns,
     distiller_base,
     pipeline_inputs,
+    require_reference_student,
     write_results,
 )
 from kd_comparison import ARMS, FOLDS, compare_arms, finished, summarise
@@ -234,6 +235,7 @@ def main() -> None:
     task = pipeline.task
     runs = StudentRuns(pipeline, args.epochs)
     base, test = runs.base, runs.test
+    require_reference_student(base)
     pretrain = pretrain_config(pipeline.params)
     if args.pretrain_epochs:
         pretrain = dataclasses.replace(pretrain, epochs=args.pretrain_epochs)
@@ -282,11 +284,18 @@ def main() -> None:
             )  # as the KD comparison's
             init_file = None if row.pretraining is None else pretrainings.checkpoint(row.pretraining, seed)
             train = partial(train_run, row.label_fraction, seed, config, init_file)
+            # what else made the run: its pretraining's configuration (the split is in the store's signature)
+            extra = (
+                None
+                if row.pretraining is None
+                else {"pretrain": dataclasses.asdict(pretrainings.config(row.pretraining, seed))}
+            )
+            stored = {"extra": extra, "reference": row.reference is not None}
             if row.name in CURVE_ROWS:
-                rows, history, kept = store.get_with_history(row, seed, config, shape, train)
+                rows, history, kept = store.get_with_history(row, seed, config, shape, train, **stored)
                 histories.setdefault(row.name, {})[seed] = history
             else:
-                rows, kept = store.get(row, seed, config, shape, lambda train=train: train()[0])
+                rows, kept = store.get(row, seed, config, shape, lambda train=train: train()[0], **stored)
             outputs.setdefault(row.name, {})[seed] = rows
             results["runs"].setdefault(row.name, []).append({"seed": seed, **pipeline.test_metrics(rows)})
             took = "kept from an earlier run" if kept else f"{(time.monotonic() - started) / 60:.1f} min"
@@ -299,6 +308,7 @@ def main() -> None:
             results["pretraining_accuracy"] = pretrainings.accuracy
             results["teacher_labels80"] = reduced.teachers
             results["curves"] = curves(histories)
+            results["curves_retrained_difference"] = store.curve_differences  # the kept rows stay the runs'
             results["complete"] = count == total
             write_results(args.out, results)
     print(

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 from conftest import REPO_ROOT
@@ -28,14 +30,16 @@ def test_the_committed_params_pass(params):
         ("split.label_fraction=1.5", "split.label_fraction"),
         ("task.output=regression", "task.output"),
         ("distiller.backbones=[resnet18.tv_in1k]", "distiller.backbones"),  # not among features.backbones
-        ("features.backbones=[resnet18]", "resnet18"),  # not a full timm name
+        ("features.backbones=[resnet18]", "full names"),  # not a full timm name
+        ("student.backbone=notamodel", "unknown backbone 'notamodel'"),
+        ("align.encoder=vit_base_patch16_clip_224.nonsense", "vit_base_patch16_clip_224"),
         ("pretrain.task=rank+guess", "pretrain.task"),
         ("align.frozen_epochs=9", "align.frozen_epochs"),
         ("unlabeled.source=web", "unlabeled.source"),
     ],
 )
 def test_a_bad_value_is_one_error_naming_its_key(params, assignment, named):
-    with pytest.raises(UserError, match=named.replace(".", r"\.")):
+    with pytest.raises(UserError, match=re.escape(named)):
         check(with_override(params, assignment))
 
 

@@ -388,21 +388,28 @@ def test_pretraining_and_cskd_scripts_reuse_the_kd_comparisons_runs_and_render(r
         (primary,) = [entry for entry in results["paired"] if entry["primary"]]
         assert (primary["a"], primary["b"]) == module.COMPARISONS[0][:2]
         assert "**primary**" in {"pretraining": pretraining_table, "cskd": cskd_table}[name](results)
-    # weights_no_kd is loaded, never trained; weights_kd is trained again only for its curves, to the same rows
-    assert re.search(r"--- weights_no_kd, seed 0 \(2/\d+\)\n +SRCC [\d.-]+ \(kept from an earlier run\)",
-                     finished_run.stdout)  # fmt: skip
-    assert "its test outputs differ from the kept ones" not in finished_run.stdout
+    # weights_no_kd is loaded by each script (7 rows in one, 10 in the other), never trained; weights_kd is
+    # trained again by the pretraining script only for its curves, to the same rows
+    for rows in (len(pretraining.ROWS), len(cskd.ROWS)):
+        assert re.search(rf"--- weights_no_kd, seed 0 \(2/{rows}\)\n +SRCC [\d.-]+ \(kept from an earlier run\)",
+                         finished_run.stdout), rows  # fmt: skip
+    assert set(
+        json.loads((repo / "results" / "pretraining.json").read_text())[
+            "curves_retrained_difference"
+        ].values()
+    ) == {0}
 
     pretrained = json.loads((repo / "results" / "pretraining.json").read_text())
-    for name in pretraining.PRETRAININGS:
+    for name in pretraining.PRETRAININGS:  # measured on held-out pairs, before and after
         accuracy = pretrained["pretraining_accuracy"][name]["0"]
-        assert 0 <= accuracy["after"]["overall"]["accuracy"] <= 1
+        assert accuracy["after"]["overall"]["pairs"] > 0 and accuracy["before"] != accuracy["after"]
     assert set(pretrained["pretraining_accuracy"]["control"]["0"]["after"]["by_distortion"]) == set(
         pretraining.CONTROL_DISTORTIONS
     )
     assert pretrained["curves"]["first_epoch_at_reference_final"] is not None
     aligned = json.loads((repo / "results" / "cskd.json").read_text())
-    assert aligned["pool"]["kept"] > 0 and aligned["align_cosine"]["0"]["after"] is not None
+    assert aligned["pool"]["kept"] > 0
+    assert aligned["align_cosine"]["0"]["after"] != aligned["align_cosine"]["0"]["start"]  # it trained
     assert aligned["n_train_labelled_low"] == round(cskd.LOW_LABELS * aligned["n_train"])
     assert "0" in aligned["teacher_low_labels"]
 
@@ -464,7 +471,8 @@ def test_every_reproduction_command_runs_on_a_tiny_demo(reproduction_run):
     expected.add("gsf-tf_efficientnet_lite1-in1k")  # Tables I and II's one subset, named by the shell
     validated = validated_only_commands(repo)
     assert set(validated) == set(VALIDATED_ONLY) and set(VALIDATED_ONLY) <= expected
-    params = yaml.safe_load((repo / "params.yaml").read_text(encoding="utf-8"))
+    # the committed params.yaml: `dvc exp run` leaves the last experiment's values in the working tree
+    params = yaml.safe_load(run(repo, "git", "show", "HEAD:params.yaml").stdout)
     for name, assignments in validated.items():
         changed = params
         for assignment in assignments:

@@ -5,7 +5,8 @@ ends in one line naming it, before a long run starts rather than hours into it.
     python -m iaakd.stages.check_params -S student.kd.mix=loss -S 'distiller.backbones=[a,b]'
 
 ``-S key=value`` sets a value as ``dvc exp run -S`` does (dotted key, YAML value) in memory only; params.yaml
-is not written. What needs the data (labels with tags for student.semantic, a test list for split.name) is
+is not written. Model names are looked up in timm's registry (no weights are loaded). What needs the data or
+the weights (labels with tags for student.semantic, a test list for split.name, weights found offline) is
 checked by the stages themselves when they run.
 """
 
@@ -17,6 +18,7 @@ from collections.abc import Callable
 import yaml
 
 from iaakd.errors import UserError
+from iaakd.models.backbones import resolve_name
 from iaakd.stages import common
 from iaakd.stages.align import align_config
 from iaakd.stages.dataset import data_config
@@ -36,6 +38,12 @@ def _task(params: dict) -> None:
     common.require(output in OUTPUTS, f"params: task.output={output!r} is not one of {', '.join(OUTPUTS)}")
 
 
+def _model_names(params: dict) -> None:
+    """The student's backbone and the alignment's encoder are models timm knows (the stages resolve them)."""
+    resolve_name(student_config(params).backbone)
+    resolve_name(align_config(params).encoder)
+
+
 def _features(params: dict) -> None:
     backbones = common.section(params, "features").get("backbones") or []
     common.require(backbones, "params: features.backbones is empty")
@@ -46,7 +54,7 @@ def _features(params: dict) -> None:
 # Each stage's configuration, in the pipeline's order; the builders the stages themselves call
 CHECKS: tuple[Callable[[dict], object], ...] = (
     data_config, demo_config, split_config, _features, _task, distiller_config, pool_config,
-    pretrain_config, align_config, student_config, evaluate_config,
+    pretrain_config, align_config, student_config, _model_names, evaluate_config,
 )  # fmt: skip
 
 
