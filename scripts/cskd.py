@@ -226,8 +226,8 @@ class Students:
     """Student runners per (label fraction, seed): the pipeline's teacher at 100 % of the labels, a distiller
     retrained with the seed at 25 %; each with its unlabelled images (built on first use)."""
 
-    def __init__(self, pipeline: Pipeline, pool: DemoPool, epochs: int | None) -> None:
-        self.pipeline, self.pool, self.epochs = pipeline, pool, epochs
+    def __init__(self, pipeline: Pipeline, pool: DemoPool, epochs: int | None, root: Path) -> None:
+        self.pipeline, self.pool, self.epochs, self.root = pipeline, pool, epochs, root
         seed = common.section(pipeline.params, "split").get("seed", 0)
         split = with_label_fraction(pipeline.frame[["image_id", "split"]], LOW_LABELS, seed)
         self.low = pipeline.with_split(split)
@@ -259,6 +259,16 @@ class Students:
             self.runners[(LOW_LABELS, seed, True)] = StudentRuns(self.low, self.epochs, knowledge, unlabeled)
         return self.runners[key]
 
+    def teacher_metrics(self, seed: int) -> dict:
+        """The 25 % distiller of ``seed``'s test metrics, kept under ``root`` (a resumed run has them untrained)."""
+        key = {"inputs": pipeline_inputs(), "distiller": dataclasses.asdict(distiller_base(self.pipeline.params)),
+               "label_fraction": LOW_LABELS, "seed": seed}  # fmt: skip
+        path = self.root / "teachers" / f"{fingerprint(key)}.json"
+        if not path.is_file():
+            self.runner(Row("teacher", kd=True, label_fraction=LOW_LABELS), seed)
+            common.write_json(path, self.teachers[seed])
+        return json.loads(path.read_text(encoding="utf-8"))
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(
@@ -289,7 +299,7 @@ def main() -> None:
     training_paths = pipeline.frame.loc[pipeline.frame["split"].isin(["train", "unlabeled"]), "path"].tolist()
     alignments = Alignments(align, base, list(dict.fromkeys(pool.manifest["path"].tolist() + training_paths)),
                             STORE, args.fresh)  # fmt: skip
-    students = Students(pipeline, pool, args.epochs)
+    students = Students(pipeline, pool, args.epochs, STORE)
     distiller = dataclasses.replace(
         distiller_base(params), out_of_fold=FOLDS
     )  # the KD comparison's signature
@@ -310,6 +320,7 @@ def main() -> None:
         "runs": {},
         "summary": {},
         "paired": [],
+        "teacher_low_labels": {},  # the distillers retrained on 25 % of the labels: test metrics by seed
         "complete": False,
     }
     outputs: dict[str, dict[int, np.ndarray]] = {}
@@ -350,7 +361,8 @@ def main() -> None:
                     done[(a, b)] = compare_arms(a, b, primary, outputs, task, true_score, true_dist)
             results["paired"] = [done[(a, b)] for a, b, _ in COMPARISONS if (a, b) in done]
             results["align_cosine"] = alignments.cosines
-            results["teacher_low_labels"] = students.teachers
+            if row.label_fraction < 1:
+                results["teacher_low_labels"][seed] = students.teacher_metrics(seed)
             results["complete"] = count == total
             write_results(args.out, results)
     print(

@@ -178,8 +178,8 @@ class ReducedLabels:
     """Students on split.label_fraction 0.8 of the training labels: the distiller retrained on them (seed s
     for student seed s), built on first use."""
 
-    def __init__(self, pipeline: Pipeline, epochs: int | None) -> None:
-        self.pipeline, self.epochs = pipeline, epochs
+    def __init__(self, pipeline: Pipeline, epochs: int | None, root: Path) -> None:
+        self.pipeline, self.epochs, self.root = pipeline, epochs, root
         seed = common.section(pipeline.params, "split").get("seed", 0)
         split = with_label_fraction(pipeline.frame[["image_id", "split"]], REDUCED_LABELS, seed)
         self.reduced = pipeline.with_split(split)
@@ -194,6 +194,16 @@ class ReducedLabels:
             self.runs[seed] = StudentRuns(self.reduced, self.epochs, knowledge)
         return self.runs[seed]
 
+    def teacher_metrics(self, seed: int) -> dict:
+        """The distiller of ``seed``'s test metrics, kept under ``root`` (a resumed run has them untrained)."""
+        key = {"inputs": pipeline_inputs(), "distiller": dataclasses.asdict(distiller_base(self.pipeline.params)),
+               "label_fraction": REDUCED_LABELS, "seed": seed}  # fmt: skip
+        path = self.root / "teachers" / f"{fingerprint(key)}.json"
+        if not path.is_file():
+            self.for_seed(seed)
+            common.write_json(path, self.teachers[seed])
+        return json.loads(path.read_text(encoding="utf-8"))
+
 
 def curves(histories: dict[str, dict[int, History]]) -> dict:
     """Each curve row's validation EMD per epoch averaged over its seeds, and the first epoch at which the
@@ -207,11 +217,16 @@ def curves(histories: dict[str, dict[int, History]]) -> dict:
     if reference not in mean or pretrained not in mean:
         return {"val_emd_mean": mean, "first_epoch_at_reference_final": None}
     target = mean[reference][-1]
-    reached = [epoch for epoch, value in enumerate(mean[pretrained], start=1) if value <= target]
+
+    def first_epoch_at_target(curve: list[float]) -> int | str:
+        reached = [epoch for epoch, value in enumerate(curve, start=1) if value <= target]
+        return reached[0] if reached else f">{len(curve)}"
+
     return {
         "val_emd_mean": mean,
         "reference_final": target,
-        "first_epoch_at_reference_final": reached[0] if reached else f">{len(mean[pretrained])}",
+        "first_epoch_at_reference_final": first_epoch_at_target(mean[pretrained]),
+        "reference_first_epoch_at_its_final": first_epoch_at_target(mean[reference]),  # for scale
         "seeds": {name: sorted(histories[name]) for name in CURVE_ROWS if name in histories},
     }
 
@@ -240,7 +255,7 @@ def main() -> None:
     if args.pretrain_epochs:
         pretrain = dataclasses.replace(pretrain, epochs=args.pretrain_epochs)
     pretrainings = Pretrainings(pretrain, base, STORE, args.fresh)
-    reduced = ReducedLabels(pipeline, args.epochs)
+    reduced = ReducedLabels(pipeline, args.epochs, STORE)
     # the KD comparison's store and signature: its reference runs are found, and these rows kept beside them
     distiller = dataclasses.replace(distiller_base(pipeline.params), out_of_fold=FOLDS)
     store = RunStore(
@@ -266,6 +281,7 @@ def main() -> None:
         "runs": {},
         "summary": {},
         "paired": [],
+        "teacher_labels80": {},  # the distillers retrained on 80 % of the labels: test metrics by seed
         "complete": False,
     }
     outputs: dict[str, dict[int, np.ndarray]] = {}
@@ -306,7 +322,8 @@ def main() -> None:
                     done[(a, b)] = compare_arms(a, b, primary, outputs, task, true_score, true_dist)
             results["paired"] = [done[(a, b)] for a, b, _ in COMPARISONS if (a, b) in done]
             results["pretraining_accuracy"] = pretrainings.accuracy
-            results["teacher_labels80"] = reduced.teachers
+            if row.label_fraction < 1:
+                results["teacher_labels80"][seed] = reduced.teacher_metrics(seed)
             results["curves"] = curves(histories)
             results["curves_retrained_difference"] = store.curve_differences  # the kept rows stay the runs'
             results["complete"] = count == total

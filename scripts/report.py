@@ -288,11 +288,12 @@ def _pair_accuracy(accuracy: dict) -> str:
         lowest = min(run["after"]["overall"]["ci95"][0] for run in runs)
         groups = sorted({group for run in runs for group in run["after"]["by_group"]})
         per_group = ", ".join(
-            f"{group} {np.mean([run['after']['by_group'][group]['accuracy'] for run in runs]):.3f}"
+            f"{group} {np.mean([run['after']['by_group'][group]['accuracy'] for run in runs]):.3f} (lowest "
+            f"lower end {min(run['after']['by_group'][group]['ci95'][0] for run in runs):.3f})"
             for group in groups
         )
         parts.append(f"'{name}' {after:.3f} (before training {before:.3f}; lowest 95 % lower end over its "
-                     f"{len(runs)} seeds {lowest:.3f}; {per_group})")  # fmt: skip
+                     f"{len(runs)} seeds {lowest:.3f}); per group {per_group}")  # fmt: skip
     return "; ".join(parts)
 
 
@@ -321,7 +322,8 @@ def pretraining_table(results: dict, paper: Beside | None = None) -> str:
         parts.append(
             "Convergence (validation EMD per epoch, mean over seeds): ImageNet init with KD ends at "
             f"{curves['reference_final']:.4f}; the pretrained student with KD reaches that value first at epoch "
-            f"{curves['first_epoch_at_reference_final']}. Per epoch, ImageNet: "
+            f"{curves['first_epoch_at_reference_final']}, ImageNet init itself at epoch "
+            f"{curves.get('reference_first_epoch_at_its_final', 'n/a')}. Per epoch, ImageNet: "
             + ", ".join(f"{v:.4f}" for v in mean["weights_kd"])
             + "; pretrained: "
             + ", ".join(f"{v:.4f}" for v in mean["pretrain_kd"])
