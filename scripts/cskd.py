@@ -50,16 +50,14 @@ from experiment import (
     require_reference_student,
     write_results,
 )
-from kd_comparison import ARMS, FOLDS, compare_arms, finished, summarise
+from kd_comparison import ARMS, FOLDS, SeedRuns, took_since
 from kd_comparison import STORE as KD_STORE
 
 from iaakd.align import AlignConfig, align_backbone, student_input
 from iaakd.checkpoints import fingerprint
 from iaakd.data.pool import PoolConfig, demo_pool, phash_cache_file, read_manifest, write_manifest
 from iaakd.data.splits import with_label_fraction
-from iaakd.data.tables import ground_truth
 from iaakd.feature_rows import build_feature_matrix
-from iaakd.metrics import round_floats
 from iaakd.models import Distiller
 from iaakd.pretrained import save_backbone
 from iaakd.stages import common
@@ -307,8 +305,10 @@ def main() -> None:
         KD_STORE, {"inputs": pipeline_inputs(), "distiller": dataclasses.asdict(distiller)}, args.fresh
     )
 
-    true_score, true_dist = test["mean_score"].to_numpy(), ground_truth(test)
     planned = {row.name: list(args.seeds) for row in ROWS}
+    seed_runs = SeedRuns(
+        pipeline, COMPARISONS, planned, "semi-supervised KD shown to help with 25 % of the labels"
+    )
     results = {
         "n_test": len(test),
         "n_train": int((pipeline.frame["split"] == "train").sum()),
@@ -323,8 +323,6 @@ def main() -> None:
         "teacher_low_labels": {},  # the distillers retrained on 25 % of the labels: test metrics by seed
         "complete": False,
     }
-    outputs: dict[str, dict[int, np.ndarray]] = {}
-    done: dict[tuple[str, str], dict] = {}
     shape = (len(test), task.output_size)
     total, count = sum(map(len, planned.values())), 0
     for row in ROWS:
@@ -351,30 +349,14 @@ def main() -> None:
             rows, kept = store.get(
                 row, seed, config, shape, train, extra=extra, reference=row.reference is not None
             )
-            outputs.setdefault(row.name, {})[seed] = rows
-            results["runs"].setdefault(row.name, []).append({"seed": seed, **pipeline.test_metrics(rows)})
-            took = "kept from an earlier run" if kept else f"{(time.monotonic() - started) / 60:.1f} min"
-            print(f"    SRCC {results['runs'][row.name][-1]['srcc']:.3f} ({took})", flush=True)
-            results["summary"][row.name] = summarise(results["runs"][row.name])
-            for a, b, primary in COMPARISONS:
-                if (a, b) not in done and finished(outputs, planned, a, b):
-                    done[(a, b)] = compare_arms(a, b, primary, outputs, task, true_score, true_dist)
-            results["paired"] = [done[(a, b)] for a, b, _ in COMPARISONS if (a, b) in done]
+            seed_runs.add(row.name, seed, rows, took_since(started, kept))
+            seed_runs.write_into(results)
             results["align_cosine"] = alignments.cosines
             if row.label_fraction < 1:
                 results["teacher_low_labels"][seed] = students.teacher_metrics(seed)
             results["complete"] = count == total
             write_results(args.out, results)
-    print(
-        json.dumps(
-            round_floats({name: s["srcc"]["mean"] for name, s in results["summary"].items()}), indent=2
-        )
-    )
-    primary = next((entry for entry in results["paired"] if entry["primary"]), None)
-    if primary is not None:
-        srcc = primary["metrics"]["srcc"]
-        print(f"primary: SRCC(q_weights_kd_unlabeled) - SRCC(q_weights_kd) = {srcc['difference']:+.3f} "
-              f"[{srcc['ci95_low']:+.3f}, {srcc['ci95_high']:+.3f}]")  # fmt: skip
+    seed_runs.report()
 
 
 if __name__ == "__main__":

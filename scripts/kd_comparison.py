@@ -254,6 +254,55 @@ def per_category_gain(
     return gains
 
 
+class SeedRuns:
+    """A result script's runs as they come in, seed by seed: each row's test metrics and their summary over
+    seeds, and each of ``comparisons`` ((A, B, primary) triples) once both rows have all their ``planned``
+    seeds (computed once), ready to write into the results file; ``claim`` names what the primary
+    comparison would show."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        comparisons: tuple[tuple[str, str, bool], ...],
+        planned: Mapping[str, list[int]],
+        claim: str,
+    ) -> None:
+        self.pipeline, self.comparisons, self.planned, self.claim = pipeline, comparisons, planned, claim
+        test = pipeline.part("test")
+        self.true_score, self.true_dist = test["mean_score"].to_numpy(), ground_truth(test)
+        self.outputs: dict[str, dict[int, np.ndarray]] = {}
+        self.runs: dict[str, list[dict]] = {}
+        self.paired: dict[tuple[str, str], dict] = {}
+
+    def add(self, name: str, seed: int, rows: np.ndarray, took: str) -> None:
+        """Row ``name``'s run with ``seed`` (its test output rows), printed with how long it ``took``."""
+        self.outputs.setdefault(name, {})[seed] = rows
+        self.runs.setdefault(name, []).append({"seed": seed, **self.pipeline.test_metrics(rows)})
+        print(f"    SRCC {_number(self.runs[name][-1]['srcc'])} ({took})", flush=True)
+        for a, b, primary in self.comparisons:
+            if (a, b) not in self.paired and finished(self.outputs, self.planned, a, b):
+                self.paired[(a, b)] = compare_arms(
+                    a, b, primary, self.outputs, self.pipeline.task, self.true_score, self.true_dist
+                )
+
+    def write_into(self, results: dict) -> None:
+        """``runs``, ``summary`` and ``paired`` of the results file, as far as the runs go."""
+        results["runs"] = self.runs
+        results["summary"] = {name: summarise(runs) for name, runs in self.runs.items()}
+        results["paired"] = [self.paired[(a, b)] for a, b, _ in self.comparisons if (a, b) in self.paired]
+
+    def report(self) -> None:
+        """Each row's mean SRCC, and the primary comparison with what its decision rule makes of it."""
+        means = {name: summarise(runs)["srcc"]["mean"] for name, runs in self.runs.items()}
+        print(json.dumps(round_floats(means), indent=2))
+        primary = next((entry for entry in self.paired.values() if entry["primary"]), None)
+        print(describe_primary(primary, self.claim))
+
+
+def took_since(started: float, kept: bool) -> str:
+    return "kept from an earlier run" if kept else f"{(time.monotonic() - started) / 60:.1f} min"
+
+
 @dataclass(frozen=True)
 class OutOfFold:
     """The teacher's knowledge of the training images (rows in ``train_ids``' order) from the fold
@@ -365,8 +414,9 @@ def teacher_fit(pipeline: Pipeline, oof: OutOfFold) -> dict:
     }
 
 
-def describe_primary(entry: dict | None) -> str:
-    """The primary comparison's SRCC result in a line, with what the decision rule makes of it."""
+def describe_primary(entry: dict | None, claim: str = "KD shown to help") -> str:
+    """The primary comparison's SRCC result in a line, with what the decision rule makes of it (``claim``:
+    yes when the interval of SRCC(A) - SRCC(B) lies above 0)."""
     if entry is None:
         return "primary comparison: not all of its runs are there"
     result = entry["metrics"]["srcc"]
@@ -377,7 +427,7 @@ def describe_primary(entry: dict | None) -> str:
         f"primary comparison, SRCC({entry['a']}) - SRCC({entry['b']}) = {result['difference']:+.3f}, 95 % "
         f"interval [{result['ci95_low']:+.3f}, {result['ci95_high']:+.3f}] over {result['n_images']} test "
         f"images and {result['n_seeds_a']} + {result['n_seeds_b']} seeds; A beats B in "
-        f"{result['share_a_beats_b']:.0%} of seed pairs. KD shown to help: {'yes' if above else 'no'} "
+        f"{result['share_a_beats_b']:.0%} of seed pairs. {claim}: {'yes' if above else 'no'} "
         f"(the interval {'lies above' if above else 'does not lie above'} 0)"
     )
 

@@ -52,13 +52,11 @@ from experiment import (
     require_reference_student,
     write_results,
 )
-from kd_comparison import ARMS, FOLDS, compare_arms, finished, summarise
+from kd_comparison import ARMS, FOLDS, SeedRuns, took_since
 from kd_comparison import STORE as KD_STORE
 
 from iaakd.checkpoints import fingerprint
 from iaakd.data.splits import with_label_fraction
-from iaakd.data.tables import ground_truth
-from iaakd.metrics import round_floats
 from iaakd.pretrained import save_backbone
 from iaakd.pretraining.train import PretrainConfig, pretrain_backbone, student_preprocess
 from iaakd.stages import common
@@ -270,8 +268,8 @@ def main() -> None:
         )  # the 80 % distiller: only if trained
         return runner.test_output_and_curves(config, init_file)
 
-    true_score, true_dist = test["mean_score"].to_numpy(), ground_truth(test)
     planned = {row.name: list(args.seeds) for row in ROWS}
+    seed_runs = SeedRuns(pipeline, COMPARISONS, planned, "pretraining shown to help")
     results = {
         "n_test": len(test),
         "n_train": len(runs.train.paths),
@@ -284,9 +282,7 @@ def main() -> None:
         "teacher_labels80": {},  # the distillers retrained on 80 % of the labels: test metrics by seed
         "complete": False,
     }
-    outputs: dict[str, dict[int, np.ndarray]] = {}
     histories: dict[str, dict[int, History]] = {}
-    done: dict[tuple[str, str], dict] = {}
     shape = (len(test), task.output_size)
     total, count = sum(map(len, planned.values())), 0
     for row in ROWS:
@@ -312,15 +308,8 @@ def main() -> None:
                 histories.setdefault(row.name, {})[seed] = history
             else:
                 rows, kept = store.get(row, seed, config, shape, lambda train=train: train()[0], **stored)
-            outputs.setdefault(row.name, {})[seed] = rows
-            results["runs"].setdefault(row.name, []).append({"seed": seed, **pipeline.test_metrics(rows)})
-            took = "kept from an earlier run" if kept else f"{(time.monotonic() - started) / 60:.1f} min"
-            print(f"    SRCC {results['runs'][row.name][-1]['srcc']:.3f} ({took})", flush=True)
-            results["summary"][row.name] = summarise(results["runs"][row.name])
-            for a, b, primary in COMPARISONS:
-                if (a, b) not in done and finished(outputs, planned, a, b):
-                    done[(a, b)] = compare_arms(a, b, primary, outputs, task, true_score, true_dist)
-            results["paired"] = [done[(a, b)] for a, b, _ in COMPARISONS if (a, b) in done]
+            seed_runs.add(row.name, seed, rows, took_since(started, kept))
+            seed_runs.write_into(results)
             results["pretraining_accuracy"] = pretrainings.accuracy
             if row.label_fraction < 1:
                 results["teacher_labels80"][seed] = reduced.teacher_metrics(seed)
@@ -328,16 +317,7 @@ def main() -> None:
             results["curves_retrained_difference"] = store.curve_differences  # the kept rows stay the runs'
             results["complete"] = count == total
             write_results(args.out, results)
-    print(
-        json.dumps(
-            round_floats({name: s["srcc"]["mean"] for name, s in results["summary"].items()}), indent=2
-        )
-    )
-    primary = next((entry for entry in results["paired"] if entry["primary"]), None)
-    if primary is not None:
-        srcc = primary["metrics"]["srcc"]
-        print(f"primary: SRCC(pretrain_kd) - SRCC(weights_kd) = {srcc['difference']:+.3f} "
-              f"[{srcc['ci95_low']:+.3f}, {srcc['ci95_high']:+.3f}]")  # fmt: skip
+    seed_runs.report()
 
 
 if __name__ == "__main__":
