@@ -29,12 +29,12 @@ The pool, its features, aligned backbones and the 25 % distillers' knowledge are
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import shutil
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -46,11 +46,14 @@ from experiment import (
     RunStore,
     StudentRuns,
     distiller_base,
+    kept_json,
+    parse_seeded,
     pipeline_inputs,
     require_reference_student,
+    seeded_parser,
     write_results,
 )
-from kd_comparison import ARMS, FOLDS, SeedRuns, took_since
+from kd_comparison import FOLDS, ReferenceRow, SeedRuns, took_since
 from kd_comparison import STORE as KD_STORE
 
 from iaakd.align import AlignConfig, align_backbone, student_input
@@ -73,7 +76,7 @@ STORE = common.WORK_DIR / "results" / "cskd"
 
 
 @dataclass(frozen=True)
-class Row:
+class Row(ReferenceRow):
     """One student configuration: params.yaml's student with this init, KD, unlabelled images and labels."""
 
     name: str
@@ -83,11 +86,7 @@ class Row:
     label_fraction: float = 1.0
     reference: str | None = None  # the KD comparison's arm whose runs this row is
 
-    @property
-    def store_key(self) -> dict:
-        """What makes a kept run this row's (RunStore); a reference row is its KD-comparison arm."""
-        if self.reference is not None:
-            return next(arm for arm in ARMS if arm.name == self.reference).store_key
+    def own_key(self) -> dict:
         return {"script": "cskd", **dataclasses.asdict(self)}
 
 
@@ -257,29 +256,24 @@ class Students:
             self.runners[(LOW_LABELS, seed, True)] = StudentRuns(self.low, self.epochs, knowledge, unlabeled)
         return self.runners[key]
 
+    def trained_teacher_metrics(self, seed: int) -> dict:
+        self.runner(Row("teacher", kd=True, label_fraction=LOW_LABELS), seed)  # trains the 25 % distiller
+        return self.teachers[seed]
+
     def teacher_metrics(self, seed: int) -> dict:
         """The 25 % distiller of ``seed``'s test metrics, kept under ``root`` (a resumed run has them untrained)."""
         key = {"inputs": pipeline_inputs(), "distiller": dataclasses.asdict(distiller_base(self.pipeline.params)),
                "label_fraction": LOW_LABELS, "seed": seed}  # fmt: skip
-        path = self.root / "teachers" / f"{fingerprint(key)}.json"
-        if not path.is_file():
-            self.runner(Row("teacher", kd=True, label_fraction=LOW_LABELS), seed)
-            common.write_json(path, self.teachers[seed])
-        return json.loads(path.read_text(encoding="utf-8"))
+        return kept_json(
+            self.root / "teachers" / f"{fingerprint(key)}.json",
+            partial(self.trained_teacher_metrics, seed),
+        )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS))
-    parser.add_argument("--epochs", type=int, default=None, help="override student.epochs (smoke tests)")
+    parser = seeded_parser(__doc__, DEFAULT_SEEDS, Path("results/cskd.json"))
     parser.add_argument("--align-epochs", type=int, default=None, help="override align.epochs (smoke tests)")
-    parser.add_argument("--out", type=Path, default=Path("results/cskd.json"))
-    parser.add_argument("--fresh", action="store_true", help="train every run again")
-    args = parser.parse_args()
-    if len(set(args.seeds)) != len(args.seeds):
-        parser.error(f"--seeds {args.seeds} repeats a seed")
+    args = parse_seeded(parser)
 
     pipeline = Pipeline.load()
     task, params = pipeline.task, pipeline.params

@@ -4,9 +4,10 @@ test split. Run `dvc repro` first; params.yaml's configurations are the starting
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -31,6 +32,32 @@ History = list[dict]  # a run's per-epoch curves (TrainingHistory.rows)
 
 # (device, precision) of every model this process trained: what the results' provenance reports
 RAN: set[tuple[str, str]] = set()
+
+
+def seeded_parser(doc: str, seeds: Sequence[int], out: Path) -> argparse.ArgumentParser:
+    """The result scripts' common arguments: --seeds (default ``seeds``), --epochs, --out (default ``out``),
+    --fresh; the script adds its own."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(seeds))
+    parser.add_argument("--epochs", type=int, default=None, help="override student.epochs (smoke tests)")
+    parser.add_argument("--out", type=Path, default=out)
+    parser.add_argument("--fresh", action="store_true", help="train every run again")
+    return parser
+
+
+def parse_seeded(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """The arguments, a repeated seed refused."""
+    args = parser.parse_args()
+    if len(set(args.seeds)) != len(args.seeds):
+        parser.error(f"--seeds {args.seeds} repeats a seed")
+    return args
+
+
+def kept_json(path: Path, make: Callable[[], dict]) -> dict:
+    """The JSON kept at ``path``; where there is none, what ``make`` returns, written there first."""
+    if not path.is_file():
+        common.write_json(path, make())
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def write_results(path: Path, results: dict) -> None:

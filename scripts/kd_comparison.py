@@ -28,7 +28,6 @@ into the README.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import time
@@ -46,7 +45,9 @@ from experiment import (
     StudentRuns,
     distiller_base,
     knowledge_rows,
+    parse_seeded,
     pipeline_inputs,
+    seeded_parser,
     write_results,
 )
 
@@ -254,6 +255,23 @@ def per_category_gain(
     return gains
 
 
+class ReferenceRow:
+    """Mixin for a result script's row (a dataclass with ``reference``, and ``own_key()``): a row whose
+    ``reference`` names one of ARMS is that arm's runs, found under its key; any other row has its own."""
+
+    reference: str | None
+
+    def own_key(self) -> dict:
+        raise NotImplementedError
+
+    @property
+    def store_key(self) -> dict:
+        """What makes a kept run this row's (RunStore)."""
+        if self.reference is not None:
+            return next(arm for arm in ARMS if arm.name == self.reference).store_key
+        return self.own_key()
+
+
 class SeedRuns:
     """A result script's runs as they come in, seed by seed: each row's test metrics and their summary over
     seeds, and each of ``comparisons`` ((A, B, primary) triples) once both rows have all their ``planned``
@@ -433,16 +451,7 @@ def describe_primary(entry: dict | None, claim: str = "KD shown to help") -> str
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS))
-    parser.add_argument("--epochs", type=int, default=None, help="override student.epochs (smoke tests)")
-    parser.add_argument("--out", type=Path, default=Path("results/kd_comparison.json"))
-    parser.add_argument("--fresh", action="store_true", help="train every run again")
-    args = parser.parse_args()
-    if len(set(args.seeds)) != len(args.seeds):
-        parser.error(f"--seeds {args.seeds} repeats a seed")
+    args = parse_seeded(seeded_parser(__doc__, DEFAULT_SEEDS, Path("results/kd_comparison.json")))
 
     pipeline = Pipeline.load()
     task = pipeline.task

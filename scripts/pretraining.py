@@ -31,7 +31,6 @@ puts the tables into the README.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import time
@@ -48,11 +47,14 @@ from experiment import (
     RunStore,
     StudentRuns,
     distiller_base,
+    kept_json,
+    parse_seeded,
     pipeline_inputs,
     require_reference_student,
+    seeded_parser,
     write_results,
 )
-from kd_comparison import ARMS, FOLDS, SeedRuns, took_since
+from kd_comparison import FOLDS, ReferenceRow, SeedRuns, took_since
 from kd_comparison import STORE as KD_STORE
 
 from iaakd.checkpoints import fingerprint
@@ -70,7 +72,7 @@ PRETRAININGS = {"all": None, "control": list(CONTROL_DISTORTIONS)}  # name -> pr
 
 
 @dataclass(frozen=True)
-class Row:
+class Row(ReferenceRow):
     """One student configuration: params.yaml's student with this init, KD and share of labels."""
 
     name: str
@@ -81,11 +83,7 @@ class Row:
     label_fraction: float = 1.0
     reference: str | None = None  # the KD comparison's arm whose runs this row is
 
-    @property
-    def store_key(self) -> dict:
-        """What makes a kept run this row's (RunStore); a reference row is its KD-comparison arm."""
-        if self.reference is not None:
-            return next(arm for arm in ARMS if arm.name == self.reference).store_key
+    def own_key(self) -> dict:
         return {"name": self.name, "kd": self.kd, "pretraining": self.pretraining,
                 "label_fraction": self.label_fraction}  # fmt: skip
 
@@ -192,15 +190,18 @@ class ReducedLabels:
             self.runs[seed] = StudentRuns(self.reduced, self.epochs, knowledge)
         return self.runs[seed]
 
+    def trained_teacher_metrics(self, seed: int) -> dict:
+        self.for_seed(seed)
+        return self.teachers[seed]
+
     def teacher_metrics(self, seed: int) -> dict:
         """The distiller of ``seed``'s test metrics, kept under ``root`` (a resumed run has them untrained)."""
         key = {"inputs": pipeline_inputs(), "distiller": dataclasses.asdict(distiller_base(self.pipeline.params)),
                "label_fraction": REDUCED_LABELS, "seed": seed}  # fmt: skip
-        path = self.root / "teachers" / f"{fingerprint(key)}.json"
-        if not path.is_file():
-            self.for_seed(seed)
-            common.write_json(path, self.teachers[seed])
-        return json.loads(path.read_text(encoding="utf-8"))
+        return kept_json(
+            self.root / "teachers" / f"{fingerprint(key)}.json",
+            partial(self.trained_teacher_metrics, seed),
+        )
 
 
 def curves(histories: dict[str, dict[int, History]]) -> dict:
@@ -230,19 +231,11 @@ def curves(histories: dict[str, dict[int, History]]) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS))
-    parser.add_argument("--epochs", type=int, default=None, help="override student.epochs (smoke tests)")
+    parser = seeded_parser(__doc__, DEFAULT_SEEDS, Path("results/pretraining.json"))
     parser.add_argument(
         "--pretrain-epochs", type=int, default=None, help="override pretrain.epochs (smoke tests)"
     )
-    parser.add_argument("--out", type=Path, default=Path("results/pretraining.json"))
-    parser.add_argument("--fresh", action="store_true", help="train every run again")
-    args = parser.parse_args()
-    if len(set(args.seeds)) != len(args.seeds):
-        parser.error(f"--seeds {args.seeds} repeats a seed")
+    args = parse_seeded(parser)
 
     pipeline = Pipeline.load()
     task = pipeline.task
