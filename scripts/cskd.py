@@ -51,6 +51,7 @@ from experiment import (
     pipeline_inputs,
     require_reference_student,
     seeded_parser,
+    student_base,
     write_results,
 )
 from kd_comparison import FOLDS, ReferenceRow, SeedRuns, took_since
@@ -277,7 +278,7 @@ def main() -> None:
 
     pipeline = Pipeline.load()
     task, params = pipeline.task, pipeline.params
-    base = StudentRuns(pipeline, args.epochs).base
+    base = student_base(params, args.epochs)  # the student runners are built where a row needs one
     require_reference_student(base)
     test = pipeline.part("test")
     pool_settings = dataclasses.replace(pool_config(params), source="demo")
