@@ -310,11 +310,13 @@ class SeedRuns:
         results["paired"] = [self.paired[(a, b)] for a, b, _ in self.comparisons if (a, b) in self.paired]
 
     def report(self) -> None:
-        """Each row's mean SRCC, and the primary comparison with what its decision rule makes of it."""
+        """Each row's mean SRCC, and the primary comparison (where there is one) with what its decision rule
+        makes of it."""
         means = {name: summarise(runs)["srcc"]["mean"] for name, runs in self.runs.items()}
         print(json.dumps(round_floats(means), indent=2))
-        primary = next((entry for entry in self.paired.values() if entry["primary"]), None)
-        print(describe_primary(primary, self.claim))
+        if any(primary for _, _, primary in self.comparisons):  # ablations: every comparison exploratory
+            primary = next((entry for entry in self.paired.values() if entry["primary"]), None)
+            print(describe_primary(primary, self.claim))
 
 
 def took_since(started: float, kept: bool) -> str:
