@@ -98,12 +98,6 @@ def _markdown(
     return "\n".join(lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows])
 
 
-ONE_SEED = (
-    " **One seed: exploratory, not evidence** (the demo's protocol asks for at least 3 seeds a row and paired "
-    "intervals; the KD comparison above has them, this table does not yet)."
-)
-
-
 def _unfinished(results: dict) -> str:
     return (
         ""
@@ -172,6 +166,18 @@ def _seed_counts(results: dict) -> str:
     return f"seeds {seeds}, each row over as many of them (the first) as its seeds column says"
 
 
+def _which_exploratory(comparisons: list[dict]) -> str:
+    if any(entry["primary"] for entry in comparisons):
+        return (
+            "The primary comparison was named before the runs; every other difference is exploratory: with "
+            "this many intervals, some exclude 0 by chance."
+        )
+    return (
+        "Every difference here is exploratory (the demo's one primary comparison is the KD comparison's): "
+        "with this many intervals, some exclude 0 by chance."
+    )
+
+
 def kd_paired_table(results: dict, short: dict[str, str] = KD_SHORT) -> str | None:
     """The paired differences A - B of a result script's rows (results' "paired"; rows named by ``short``);
     None before the seed protocol wrote them."""
@@ -193,8 +199,7 @@ def kd_paired_table(results: dict, short: dict[str, str] = KD_SHORT) -> str | No
         "Paired differences (A − B), 95 % interval over test images and seeds, share of seed pairs A beats "
         f"B ({first['n_images']} test images, {first['resamples']} bootstrap resamples; seeds paired where "
         "both rows ran the same seeds). Higher SRCC is better, lower EMD is better (a negative EMD "
-        "difference favours A). The primary comparison was named before the runs; every other difference "
-        "is exploratory: with this many intervals, some exclude 0 by chance.",
+        f"difference favours A). {_which_exploratory(comparisons)}",
         ["A − B", "comparison", "seeds A / B", "SRCC A − B", "SRCC 95 % interval", "SRCC: A beats B",
          "EMD A − B", "EMD 95 % interval", "EMD: A beats B"],
         rows,
@@ -458,37 +463,68 @@ def teacher_spread_table(results: dict, paper: Beside | None = None) -> str:
     )
 
 
+def _seed_row(results: dict, key: str) -> list[str]:
+    """A row's seeds, and SRCC (mean, sd), PLCC, Acc and EMD over them (n/a where it has not run)."""
+    if key not in results["summary"]:
+        return ["0", *["n/a"] * 5]
+    summary, seeds = _over_seeds(results, key)
+    get = lambda name, field="mean": summary.get(name, {}).get(field)  # noqa: E731
+    return [
+        seeds,
+        *(_cell(value) for value in (get("srcc"), get("srcc", "sd"), get("plcc"), get("acc"), get("emd"))),
+    ]
+
+
+SEED_HEADER = ["seeds", "SRCC", "SRCC sd", "PLCC", "Acc", "EMD"]
+
+
 def teacher_backbones_table(results: dict, paper: Beside | None = None) -> str | None:
+    """Tables I-III: the teacher on each subset of the backbones over its seeds, and each subset's paired
+    difference from the teacher on all of them."""
     section = results.get("teacher_backbones")
     if section is None:
         return None
-    return _markdown(
-        f"Demo numbers: the distiller (params.yaml's configuration, seed {results['seed']}) on the features "
-        f"of each subset of backbones, {results['n_test']} test images.",
-        ["backbones", "GSF dims", "SRCC", "PLCC", "Acc"],
-        [[" + ".join(row["backbones"]), f"{row['gsf_dim']:,}", *_metrics(row)] for row in section["rows"]],
+    table = _markdown(
+        f"Demo numbers: the distiller (params.yaml's configuration) retrained on the features of each subset of "
+        f"backbones, seeds {', '.join(map(str, results['seeds']))} (the distiller's), {results['n_test']} test "
+        f"images; mean and sd over seeds.{_unfinished(results)}",
+        ["backbones", "GSF dims", *SEED_HEADER],
+        [[row["name"], f"{row['gsf_dim']:,}", *_seed_row(section, row["name"])] for row in section["rows"]],
         paper,
     )
+    short = {
+        row["name"]: " + ".join(name.split(".")[0] for name in row["backbones"]) for row in section["rows"]
+    }
+    differences = kd_paired_table(section, short)
+    return table if differences is None else table + "\n\n" + differences
 
 
 def ablation_table(results: dict, key: str, paper: Beside | None = None) -> str | None:
-    """One of the student ablations (Tables V, VI, VII, XII, XIV) from results/ablations.json."""
+    """One of the student ablations (Tables V, VI, VII, XII, XIV) from results/ablations.json: each row over
+    its seeds, and the table's paired differences."""
     table = results["tables"].get(key)
     if table is None:
         return None
     config = results["student_config"]
     costs = key == "vii"  # Table VII sets input size against cost
-    return _markdown(
-        f"Demo numbers: one seed ({results['seed']}), student `{config['backbone']}`, epochs: {config['epochs']}, "
-        f"{results['n_test']} test images.{ONE_SEED}{_unfinished(results)}",
-        ["student", "SRCC", "PLCC", "Acc", "EMD", *(["GMACs"] if costs else [])],
-        [
-            [row["name"], *_metrics(row, ("srcc", "plcc", "acc", "emd")),
-             *([f"{row['gmacs']:.2f}"] if costs else [])]
-            for row in table["rows"]
-        ],
+    rows = [
+        [row["name"], *_seed_row(results, row["config"]), *([f"{row['gmacs']:.2f}"] if costs else [])]
+        for row in table["rows"]
+    ]
+    intro = _markdown(
+        f"Demo numbers: {results['n_train']} training and {results['n_test']} test images; student "
+        f"`{config['backbone']}` at {config['input_size']}x{config['input_size']} unless the row says otherwise, "
+        f"{config['epochs']} epochs; seeds {', '.join(map(str, results['seeds']))} for every row; mean and sd "
+        f"over seeds. Rows with and without KD (Eq. 7) are the KD comparison's runs.{_unfinished(results)}",
+        ["student", *SEED_HEADER, *(["GMACs"] if costs else [])],
+        rows,
         paper,
-    )  # fmt: skip
+    )
+    short = {row["config"]: row["name"] for row in table["rows"]}
+    wanted = {tuple(pair) for pair in table["comparisons"]}
+    paired = [entry for entry in results.get("paired", []) if (entry["a"], entry["b"]) in wanted]
+    differences = kd_paired_table({"paired": paired}, short) if paired else None
+    return intro if differences is None else intro + "\n\n" + differences
 
 
 def teacher_student_table(report: dict, paper: Beside | None = None) -> str:
@@ -536,42 +572,72 @@ STUDENT_ROWS = (
 )
 
 
-def outputs_table(results: dict, paper: Beside | None = None) -> str | None:
-    """Table XV: the other output types, each with its own teacher."""
-    if not results["outputs"]:
+def _part_differences(parts: dict[str, dict], what: str) -> str | None:
+    """The paired differences of each part (an output type, a fold) in one table, the part named first."""
+    short = dict(STUDENT_ROWS)
+    rows = []
+    for part, entry in parts.items():
+        for comparison in entry.get("paired", []):
+            srcc, emd = comparison["metrics"]["srcc"], comparison["metrics"].get("emd")
+            rows.append([part, f"{short[comparison['a']]} − {short[comparison['b']]}", srcc["n_images"],
+                         f"{srcc['n_seeds_a']} / {srcc['n_seeds_b']}", _signed(srcc["difference"]), _interval(srcc),
+                         _share(srcc), _signed(emd and emd["difference"]), _interval(emd)])  # fmt: skip
+    if not rows:
         return None
     return _markdown(
-        'Demo numbers: for each output type the distiller is trained again (BCE against "above the cut-off", '
-        "or MSE against the score), then students with and without its knowledge; one seed. For binary "
-        f'outputs SRCC and PLCC rank by the probability of "high".{_unfinished(results)}',
-        ["output", "model", "SRCC", "PLCC", "Acc"],
-        [
-            [output, label, *_metrics(runs[key])]
-            for output, runs in results["outputs"].items()
-            for key, label in STUDENT_ROWS
-        ],
+        f"Paired differences (A − B) on each {what}, 95 % interval over its test images and seeds, share of "
+        "seed pairs A beats B; every one exploratory (the demo's primary comparison is the KD comparison's).",
+        [what, "A − B", "test images", "seeds A / B", "SRCC A − B", "SRCC 95 % interval", "SRCC: A beats B",
+         "EMD A − B", "EMD 95 % interval"],
+        rows,
+    )  # fmt: skip
+
+
+def outputs_table(results: dict, paper: Beside | None = None) -> str | None:
+    """Table XV: the other output types, each with its own teachers, over seeds; and their differences."""
+    outputs = results["outputs"]
+    if not outputs:
+        return None
+    first = next(iter(outputs.values()))
+    table = _markdown(
+        'Demo numbers: for each output type and seed the distiller is trained again (BCE against "above the '
+        'cut-off", or MSE against the score), then students with and without its knowledge (seed s: the '
+        f"distiller's and the students'); {first['n_train']} training and {first['n_test']} test images, seeds "
+        f"{', '.join(map(str, results['seeds']))}; mean and sd over seeds. For binary outputs SRCC and PLCC rank "
+        f'by the probability of "high"; EMD: n/a.{_unfinished(results)}',
+        ["output", "model", *SEED_HEADER],
+        [[output, label, *_seed_row(entry, key)] for output, entry in outputs.items() for key, label in STUDENT_ROWS],
         paper,
-        [f"{output}/{key}" for output in results["outputs"] for key, _ in STUDENT_ROWS],
-    )
+        [f"{output}/{key}" for output in outputs for key, _ in STUDENT_ROWS],
+    )  # fmt: skip
+    differences = _part_differences(outputs, "output")
+    return table if differences is None else table + "\n\n" + differences
 
 
 def folds_table(results: dict, paper: Beside | None = None) -> str | None:
-    """Fig. 6: teacher and students on disjoint random test sets."""
+    """Fig. 6: teacher and students on disjoint random test sets; KD - no KD on each and over all of them."""
     folds = results["folds"]
     if not folds:
         return None
-    srcc = {key: np.array([fold[key]["srcc"] for fold in folds], dtype=float) for key, _ in STUDENT_ROWS}
-    rows = [[fold["fold"], *(_cell(fold[key]["srcc"]) for key, _ in STUDENT_ROWS)] for fold in folds]
-    rows.append(["mean", *(_cell(srcc[key].mean()) for key, _ in STUDENT_ROWS)])
-    ahead = int((srcc["student_kd"] > srcc["student_no_kd"]).sum())
-    return _markdown(
-        f"Demo numbers: {len(folds)} random folds with disjoint test sets of {folds[0]['n_test']} images "
-        f"(the paper: 12 of 20,000); on each, the distiller is trained again and students with and without "
-        f"KD (one seed). KD ahead in {ahead} of {len(folds)} folds.",
-        ["fold", "teacher SRCC", "student with KD", "student without KD"],
+    mean = lambda entry, key: entry["summary"].get(key, {}).get("srcc", {}).get("mean")  # noqa: E731
+    rows = [
+        [fold["fold"], fold["n_test"], *(_cell(mean(fold, key)) for key, _ in STUDENT_ROWS)] for fold in folds
+    ]
+    ahead = sum(1 for fold in folds if (mean(fold, "student_kd") or 0) > (mean(fold, "student_no_kd") or 0))
+    table = _markdown(
+        f"Demo numbers: {len(folds)} random folds with disjoint test sets (the paper: 12 of 20,000); on each, the "
+        f"distiller is trained again and students with and without KD, seeds "
+        f"{', '.join(map(str, results['fold_seeds']))} on each fold (SRCC: mean over them). KD ahead in {ahead} "
+        f"of {len(folds)} folds.{_unfinished(results)}",
+        ["fold", "test images", "teacher SRCC", "student with KD", "student without KD"],
         rows,
         paper,
-    )
+    )  # fmt: skip
+    parts = {f"fold {fold['fold']}": fold for fold in folds}
+    if "pooled_folds" in results:
+        parts["all folds' test images"] = results["pooled_folds"]
+    differences = _part_differences(parts, "fold")
+    return table if differences is None else table + "\n\n" + differences
 
 
 @dataclass(frozen=True)
@@ -761,14 +827,20 @@ def plots() -> list[str]:
     if RETRAINED_RESULTS.is_file():
         results = json.loads(RETRAINED_RESULTS.read_text(encoding="utf-8"))
         if results["folds"]:
-            rows = [(label, [fold[key]["srcc"] for fold in results["folds"]]) for key, label in STUDENT_ROWS]
-            plot_srcc("folds", rows, "Fig. 6 (demo): one dot per fold", {})
+            rows = [
+                (label, [run["srcc"] for fold in results["folds"] for run in fold["runs"].get(key, [])])
+                for key, label in STUDENT_ROWS
+            ]
+            plot_srcc("folds", rows, "Fig. 6 (demo): one dot per fold and seed", {})
             made.append("folds")
     if ABLATION_RESULTS.is_file():
         results = json.loads(ABLATION_RESULTS.read_text(encoding="utf-8"))
         for key, table in results["tables"].items():
-            rows = [(row["name"], [row["srcc"]]) for row in table["rows"]]
-            plot_srcc(f"table_{key}", rows, f"{table['title']} (demo, one seed)", {})
+            rows = [
+                (row["name"], [run["srcc"] for run in results["runs"][row["config"]]])
+                for row in table["rows"]
+            ]
+            plot_srcc(f"table_{key}", rows, f"{table['title']} (demo): one dot per seed", {})
             made.append(f"table_{key}")
     return made
 

@@ -192,6 +192,8 @@ PAPER_TO_TINY = {
     "--seeds 0 1 2 3 4": "--seeds 0 1",
     "pretraining.py --seeds 0 1 2": "pretraining.py --seeds 0",  # the KD comparison's first seed: its reference
     "cskd.py --seeds 0 1 2": "cskd.py --seeds 0",
+    "ablations.py --seeds 0 1 2": "ablations.py --seeds 0",
+    "folds_and_outputs.py --seeds 0 1 2": "folds_and_outputs.py --seeds 0",
     "--pad-size 800 --crop-size 640": "--pad-size 64 --crop-size 48",
     "student.input_size=640 -S student.pad_size=800": "student.input_size=48 -S student.pad_size=64",
     "features.input_size=300": "features.input_size=48",

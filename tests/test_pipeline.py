@@ -415,31 +415,28 @@ def test_pretraining_and_cskd_scripts_reuse_the_kd_comparisons_runs_and_render(r
 
 
 def test_ablations_go_on_where_an_earlier_run_stopped(tiny_repo, tmp_path):
-    """A second run keeps the tables already written from the same configuration and trains only the rest;
-    a student that two tables share is trained once; another configuration starts again."""
-    sys.path.insert(0, str(REPO_ROOT / "scripts"))
-    from experiment import earlier_results
-
+    """A second run finds every run of the first in the store and trains none of them again; a configuration
+    that two tables share (Eq. 7's) is one set of runs; the teacher rows are kept too."""
     out = tmp_path / "ablations.json"
-    first = run_script(tiny_repo, "ablations.py", out, "--tables", "xiv", "--epochs", "1")
-    assert set(first["tables"]) == {"xiv"} and not first["complete"]
+    arguments = ("--seeds", "0", "--epochs", "1")
+    first = run_script(tiny_repo, "ablations.py", out, "--tables", "i_iii", "xiv", *arguments, "--fresh")
+    assert set(first["tables"]) == {"xiv"} and first["complete"]
+    assert {row["config"] for row in first["tables"]["xiv"]["rows"]} == {"kd", "mixed_loss", "mixed_label"}
 
     second = run(
         tiny_repo, sys.executable, str(REPO_ROOT / "scripts" / "ablations.py"),
-        "--tables", "xiv", "vi", "--epochs", "1", "--out", str(out),
+        "--tables", "i_iii", "xiv", "vi", *arguments, "--out", str(out),
     )  # fmt: skip
-    assert "kept from" in second.stdout and "tables xiv" in second.stdout
-    trained = re.findall(r"^--- Table (\w+):", second.stdout, re.M)
-    assert trained == ["VI"] * 3, second.stdout  # Eq. 7's row comes from Table XIV's
+    runs = dict(re.findall(r"^--- (.+?), seed 0.*\n\s+SRCC \S+ \((.+)\)$", second.stdout, re.M))
+    teachers = [f"teacher from {row['name']}" for row in first["teacher_backbones"]["rows"]]
+    for name in ("kd", "mixed_loss", "mixed_label", *teachers):
+        assert runs.get(name) == "kept from an earlier run", (name, second.stdout)
     merged = json.loads(out.read_text())
-    assert merged["tables"]["xiv"] == first["tables"]["xiv"]
-    eq7 = {key: value for key, value in merged["tables"]["vi"]["rows"][-1].items() if key != "name"}
-    assert eq7 == {key: value for key, value in first["tables"]["xiv"]["rows"][0].items() if key != "name"}
-
-    assert earlier_results(out, merged["signature"])["tables"] == merged["tables"]
-    other_epochs = {**merged["signature"], "student": {**merged["signature"]["student"], "epochs": 2}}
-    assert earlier_results(out, other_epochs) == {}
-    assert earlier_results(out, merged["signature"], fresh=True) == {}
+    assert set(merged["tables"]) == {"vi", "xiv"}
+    assert merged["runs"]["kd"] == first["runs"]["kd"]  # one set of runs for both tables
+    assert merged["teacher_backbones"]["summary"] == first["teacher_backbones"]["summary"]
+    assert [entry["a"] for entry in merged["paired"]] == ["ground_truth_feature", "kd_no_feature", "kd",
+                                                          "mixed_loss", "mixed_label"]  # fmt: skip
 
 
 def validated_only_commands(repo: Path) -> dict[str, list[str]]:
