@@ -10,11 +10,17 @@ thread from the start of the session while the other tests run: on 2 cores most 
 core importing torch and timm, so the second core would otherwise idle. Tests that need the build run
 after the others, and those that wait for the script run last (``pytest_collection_modifyitems``); the
 terminal summary gives the background's own durations, which --durations cannot see.
+
+Every torch in the session, this process's and its subprocesses', runs one thread (OMP_NUM_THREADS=1 unless
+set): with the background on one core, a two-thread foreground oversubscribes the two cores, and OpenMP's
+waiting threads then spin against the background (a 7 s fixture took 58 s that way).
 """
 
 from __future__ import annotations
 
 import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before anything imports torch (above)
 import re
 import shutil
 import signal
