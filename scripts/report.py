@@ -26,7 +26,6 @@ import matplotlib
 import numpy as np
 import yaml
 from paper_beside import (
-    MATCHES,
     NOT_IN_PAPER,
     PAPER,
     PARAMS,
@@ -397,7 +396,7 @@ def cskd_table(results: dict, paper: Beside | None = None) -> str:
 
 def _paper_gain(paper: Beside | None, category: str) -> str:
     """The paper's SRCC gain of KD in ``category`` (Table IX: its KD ✓ row minus its KD ✗ row)."""
-    reference = None if paper is None else MATCHES["per_category"].rows.get(category)
+    reference = None if paper is None else paper.match.rows.get(category)
     if reference is None:
         return NOT_IN_PAPER
     table, label = reference
@@ -649,6 +648,7 @@ class Section:
     path: Path
     command: str
     make_table: Callable[[dict, Beside | None], str | None]
+    paper_section: str | None = None  # whose paper rows it is given (paper_beside.MATCHES); None: its own
 
 
 ABLATIONS = "python scripts/ablations.py"
@@ -679,7 +679,7 @@ SECTIONS = [  # in the paper's order
     Section("per_category", "Table IX: per category, by AVA's two tags", EVALUATION,
             "dvc repro", per_category_table),
     Section("kd_per_category", "Table IX: KD's gain per category", KD_RESULTS,
-            "python scripts/kd_comparison.py --seeds 0 1 2 3 4", kd_category_table),
+            "python scripts/kd_comparison.py --seeds 0 1 2 3 4", kd_category_table, paper_section="per_category"),
     _ablation("xii", "Table XII: semantic guidance from AVA's tags"),
     _ablation("xiv", "Table XIV: mixed loss and mixed label"),
     Section("outputs", "Table XV: binary classification and score regression", RETRAINED_RESULTS,
@@ -734,7 +734,9 @@ def tables(read: ResultReader = working_tree_text) -> dict[str, str | None]:
             loaded[section.path] = None if text is None else json.loads(text)
         results = loaded[section.path]
         made[section.name] = (
-            None if results is None else section.make_table(results, beside(section.name, paper))
+            None
+            if results is None
+            else section.make_table(results, beside(section.paper_section or section.name, paper))
         )
     params = None if params_text is None else yaml.safe_load(params_text)
     made["departures"] = None if paper is None or params is None else departures_table(paper, params)
@@ -849,8 +851,9 @@ def render(readme: str, made: dict[str, str | None]) -> str:
     for name, table in made.items():
         if table is None:
             continue
-        pattern = re.compile(rf"(<!-- results:{name} -->\n).*?(\n<!-- /results:{name} -->)", re.S)
-        readme = pattern.sub(lambda m, table=table: m.group(1) + table + m.group(2), readme)
+        # between the markers: the table, or nothing yet (an empty section: the end marker on the next line)
+        pattern = re.compile(rf"(<!-- results:{name} -->\n)(?:.*?\n)?(<!-- /results:{name} -->)", re.S)
+        readme = pattern.sub(lambda m, table=table: m.group(1) + table + "\n" + m.group(2), readme)
     return readme
 
 

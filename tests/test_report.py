@@ -247,3 +247,29 @@ def test_departures_list_every_hyper_parameter_where_params_yaml_differs_from_th
     for entry in PAPER["departures"]:
         section, key = entry["param"].split(".")
         assert (entry["param"] in listed) == (params[section][key] != entry["paper"]), entry["param"]
+
+
+def test_an_empty_result_section_gets_its_table_and_keeps_it_on_the_next_render():
+    """A section added to README.md as two adjacent markers was never filled (the pattern wanted a line
+    between them), and `report.py --check` passed over it."""
+    from report import render
+
+    readme = "intro\n<!-- results:x -->\n<!-- /results:x -->\nafter\n"
+    filled = render(readme, {"x": "| a |\n|---|"})
+    assert filled == "intro\n<!-- results:x -->\n| a |\n|---|\n<!-- /results:x -->\nafter\n"
+    assert render(filled, {"x": "| a |\n|---|"}) == filled
+    assert render(filled, {"x": "| b |"}) == "intro\n<!-- results:x -->\n| b |\n<!-- /results:x -->\nafter\n"
+
+
+def test_kd_gain_per_category_shows_the_papers_gain_beside_each_category():
+    """Table IX's KD gain per category, as README.md and REPORT.md show it: each category the paper has shows
+    its SRCC with KD minus without, computed here from results/paper.json."""
+    rows = paper_rows(PAPER)
+    for where, text in rendered_tables()["kd_per_category"]:
+        header, table = markdown_table(text)
+        assert table, f"{where}: no per-category rows"
+        for line in table:
+            table_number, label = MATCHES["per_category"].rows[line[0]]
+            with_kd = rows[(table_number, label)]["srcc"]
+            without = rows[(table_number, label.replace("✓", "✗"))]["srcc"]
+            assert line[header.index("paper gain")] == f"{with_kd - without:+.3f}", (where, line)
