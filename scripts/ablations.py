@@ -48,7 +48,7 @@ from experiment import (
     with_overrides,
     write_results,
 )
-from kd_comparison import ARMS, FOLDS, ReferenceRow, SeedRuns, took_since
+from kd_comparison import ARMS, FOLDS, PIPELINE, ReferenceRow, SeedRuns, took_since
 from kd_comparison import STORE as KD_STORE
 
 from iaakd.costs import gmacs
@@ -75,6 +75,8 @@ class Config(ReferenceRow):
     def student(self, base: StudentConfig, seed: int) -> StudentConfig:
         if self.reference is not None:  # exactly the KD comparison's configuration
             arm = next(arm for arm in ARMS if arm.name == self.reference)
+            # these students learn the pipeline's knowledge: an out-of-fold arm's runs would be other runs
+            assert arm.knowledge == PIPELINE, f"{self.name}: {arm.name} learns {arm.knowledge} knowledge"
             return dataclasses.replace(base, seed=seed, kd=arm.kd)
         return with_overrides(dataclasses.replace(base, seed=seed, kd=KDConfig(enabled=True)), self.overrides)
 
@@ -284,10 +286,15 @@ def main() -> None:
             results["tables"] = {
                 key: table_entry(tables[key], by_name, costs)
                 for key in chosen
-                if all(row in seed_runs.runs for _, row in tables[key].rows)
+                if all(len(seed_runs.runs.get(row, [])) == len(args.seeds) for _, row in tables[key].rows)
             }
             write_results(args.out, results)
-    results["complete"] = set(results["tables"]) == set(chosen)  # the teacher rows, if asked, came first
+    # complete: every table there is (a --tables subset is not), the teacher rows included
+    every_table = {"i_iii", *(key for key in tables if not tables[key].needs_tags or pipeline.has_tags)}
+    results["complete"] = {
+        *results["tables"],
+        *(["i_iii"] if "teacher_backbones" in results else []),
+    } == every_table
     write_results(args.out, results)
     seed_runs.report()
 

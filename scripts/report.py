@@ -514,7 +514,8 @@ def ablation_table(results: dict, key: str, paper: Beside | None = None) -> str 
         f"Demo numbers: {results['n_train']} training and {results['n_test']} test images; student "
         f"`{config['backbone']}` at {config['input_size']}x{config['input_size']} unless the row says otherwise, "
         f"{config['epochs']} epochs; seeds {', '.join(map(str, results['seeds']))} for every row; mean and sd "
-        f"over seeds. Rows with and without KD (Eq. 7) are the KD comparison's runs.{_unfinished(results)}",
+        f"over seeds. The rows with KD (Eq. 7), without KD and without the feature term are the KD comparison's runs."
+        f"{_unfinished(results)}",
         ["student", *SEED_HEADER, *(["GMACs"] if costs else [])],
         rows,
         paper,
@@ -627,12 +628,14 @@ def folds_table(results: dict, paper: Beside | None = None) -> str | None:
         f"Demo numbers: {len(folds)} random folds with disjoint test sets (the paper: 12 of 20,000); on each, the "
         f"distiller is trained again and students with and without KD, seeds "
         f"{', '.join(map(str, results['fold_seeds']))} on each fold (SRCC: mean over them). KD ahead in {ahead} "
-        f"of {len(folds)} folds.{_unfinished(results)}",
+        f"of {len(folds)} folds. The last difference ranks every fold's test images together, each scored by "
+        f"its own fold's models, so offsets between the folds' models count against both rows.{_unfinished(results)}",
         ["fold", "test images", "teacher SRCC", "student with KD", "student without KD"],
         rows,
         paper,
     )  # fmt: skip
     parts = {f"fold {fold['fold']}": fold for fold in folds}
+    # over all folds' test images, each ranked by its own fold's models: offsets between folds count too
     if "pooled_folds" in results:
         parts["all folds' test images"] = results["pooled_folds"]
     differences = _part_differences(parts, "fold")

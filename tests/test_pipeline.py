@@ -420,7 +420,7 @@ def test_ablations_go_on_where_an_earlier_run_stopped(tiny_repo, tmp_path):
     out = tmp_path / "ablations.json"
     arguments = ("--seeds", "0", "--epochs", "1")
     first = run_script(tiny_repo, "ablations.py", out, "--tables", "i_iii", "xiv", *arguments, "--fresh")
-    assert set(first["tables"]) == {"xiv"} and first["complete"]
+    assert set(first["tables"]) == {"xiv"}
     assert {row["config"] for row in first["tables"]["xiv"]["rows"]} == {"kd", "mixed_loss", "mixed_label"}
 
     second = run(
@@ -435,8 +435,11 @@ def test_ablations_go_on_where_an_earlier_run_stopped(tiny_repo, tmp_path):
     assert set(merged["tables"]) == {"vi", "xiv"}
     assert merged["runs"]["kd"] == first["runs"]["kd"]  # one set of runs for both tables
     assert merged["teacher_backbones"]["summary"] == first["teacher_backbones"]["summary"]
-    assert [entry["a"] for entry in merged["paired"]] == ["ground_truth_feature", "kd_no_feature", "kd",
-                                                          "mixed_loss", "mixed_label"]  # fmt: skip
+    assert [(entry["a"], entry["b"]) for entry in merged["paired"]] == [
+        ("ground_truth_feature", "no_kd"), ("kd_no_feature", "no_kd"), ("kd", "kd_no_feature"),
+        ("mixed_loss", "kd"), ("mixed_label", "kd"),
+    ]  # fmt: skip
+    assert not merged["complete"]  # a subset of the tables
 
 
 def validated_only_commands(repo: Path) -> dict[str, list[str]]:
@@ -459,7 +462,7 @@ def test_every_reproduction_command_runs_on_a_tiny_demo(reproduction_run):
     checked by every stage's configuration builder instead: a misspelt key or a bad value fails here."""
     from iaakd.stages.check_params import check, with_override
 
-    repo, _ = reproduction_run
+    repo, finished_run = reproduction_run
     commands = reproduction_commands()
     experiments = set(run(repo, "dvc", "exp", "list", "--name-only").stdout.split())
     expected = set(re.findall(r"exp -n ([\w$-]+)", commands))
@@ -481,6 +484,16 @@ def test_every_reproduction_command_runs_on_a_tiny_demo(reproduction_run):
     ablations = json.loads((repo / "results" / "ablations.json").read_text())
     assert ablations["complete"] and set(ablations["tables"]) == {"v", "vi", "vii", "xii", "xiv"}
     assert len(ablations["teacher_backbones"]["rows"]) == 7  # every subset of the three backbones
+    # the ablations' reference rows are the KD comparison's runs, loaded (not trained) with the same numbers
+    kd = json.loads((repo / "results" / "kd_comparison.json").read_text())
+    for name, arm in (
+        ("kd", "student_kd"),
+        ("no_kd", "student_no_kd"),
+        ("kd_no_feature", "student_kd_no_feature"),
+    ):
+        assert re.search(rf"^--- {name}, seed 0 \(\d+/\d+\)\n +SRCC [\d.-]+ \(kept from an earlier run\)$",
+                         finished_run.stdout, re.M), name  # fmt: skip
+        assert ablations["runs"][name][0]["srcc"] == kd["runs"][arm][0]["srcc"]
     retrained = json.loads((repo / "results" / "folds_and_outputs.json").read_text())
     assert (
         retrained["complete"]
