@@ -1,6 +1,7 @@
 """Pretraining throughput: the `pretrain` loop (distorted stacks made in loader workers, uint8 to the device,
 backbone + score head, margin ranking loss, optimiser step) against bare forward+backward steps on the same
-batches already on the device, in one run; the ratio is the share of the step's speed the loop keeps.
+batches already on the device, in one run; the ratio is the share of the step's speed the loop keeps. The
+workers alone (stacks made, no step) are timed too: what the distortions cost.
 
 Target (issue 14): at least 0.8 on a GPU. On 2 CPU cores the workers share the cores with the step, so the
 ratio there says how much the distortions cost, not whether a GPU would be fed. Runs without DVC, on good
@@ -84,6 +85,11 @@ def main() -> None:
         synchronise(device)
         loop = time.perf_counter() - start
 
+        start = time.perf_counter()
+        for _ in loader:  # the workers alone: distorted stacks made and collated, no step
+            pass
+        loader_alone = time.perf_counter() - start
+
         on_device = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in b.items()} for b in batches]
         synchronise(device)
         start = time.perf_counter()
@@ -96,6 +102,7 @@ def main() -> None:
         "device": str(device), "backbone": args.backbone, "input_size": args.input_size, "workers": args.workers,
         "pool_images_per_step": args.batch_size, "variants": args.variants, "rows": rows,
         "loop_pool_images_per_s": round(args.images / loop, 2), "bare_pool_images_per_s": round(args.images / bare, 2),
+        "loader_alone_pool_images_per_s": round(args.images / loader_alone, 2),
         "ratio_loop_to_bare": round(bare / loop, 3),
     }  # fmt: skip
     print(json.dumps(result))
