@@ -503,7 +503,13 @@ def ablation_table(results: dict, key: str, paper: Beside | None = None) -> str 
     its seeds, and the table's paired differences."""
     table = results["tables"].get(key)
     if table is None:
-        return None
+        planned = key in results.get("protocol", {}).get("comparisons", {})
+        return (
+            f"Not finished yet: some of its runs are missing from `{ABLATION_RESULTS}` (`{ABLATIONS}` trains "
+            "them, keeping those already run)."
+            if planned
+            else None
+        )
     config = results["student_config"]
     costs = key == "vii"  # Table VII sets input size against cost
     rows = [
