@@ -814,7 +814,8 @@ def plot_srcc(
 
 
 def plots() -> list[str]:
-    """The report's figures; returns the names of the sections that have one."""
+    """The report's figures (any other section's figure removed); returns the names of the sections that
+    have one."""
     made = []
     if KD_RESULTS.is_file():
         results = json.loads(KD_RESULTS.read_text(encoding="utf-8"))
@@ -856,6 +857,9 @@ def plots() -> list[str]:
             ]
             plot_srcc(f"table_{key}", rows, f"{table['title']} (demo): one dot per seed", {})
             made.append(f"table_{key}")
+    for section in SECTIONS:  # a figure whose results are gone or not finished would show old numbers
+        if section.name not in made:
+            (PLOTS / f"{section.name}.png").unlink(missing_ok=True)
     return made
 
 
