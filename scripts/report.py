@@ -165,6 +165,21 @@ def _seed_counts(results: dict) -> str:
     return f"seeds {seeds}, each row over as many of them (the first) as its seeds column says"
 
 
+def _seed_row(results: dict, key: str) -> list[str]:
+    """A row's seeds, and SRCC (mean, sd), PLCC, Acc and EMD over them (n/a where it has not run)."""
+    if key not in results["summary"]:
+        return ["0", *["n/a"] * 5]
+    summary, seeds = _over_seeds(results, key)
+    get = lambda name, field="mean": summary.get(name, {}).get(field)  # noqa: E731
+    return [
+        seeds,
+        *(_cell(value) for value in (get("srcc"), get("srcc", "sd"), get("plcc"), get("acc"), get("emd"))),
+    ]
+
+
+SEED_HEADER = ["seeds", "SRCC", "SRCC sd", "PLCC", "Acc", "EMD"]
+
+
 def _which_exploratory(comparisons: list[dict]) -> str:
     if any(entry["primary"] for entry in comparisons):
         return (
@@ -219,10 +234,7 @@ def kd_table(results: dict, paper: Beside | None = None) -> str:
     for key in keys:
         label = labels.get(key, key)
         if key in results["summary"]:
-            summary, seeds = _over_seeds(results, key)
-            get = lambda name, field="mean", s=summary: s.get(name, {}).get(field)  # noqa: E731
-            rows.append([label, seeds, *(_cell(value) for value in (get("srcc"), get("srcc", "sd"),
-                                                                    get("plcc"), get("acc"), get("emd")))])  # fmt: skip
+            rows.append([label, *_seed_row(results, key)])
         else:
             single = results[key]
             rows.append(
@@ -271,15 +283,7 @@ PRETRAINING_SHORT = {
 
 def _seed_rows(results: dict, labels: dict[str, str]) -> list[list[str]]:
     """One row per configuration of ``labels`` that ran: its seeds, and SRCC (mean, sd), PLCC, Acc, EMD."""
-    rows = []
-    for key, label in labels.items():
-        if key not in results["summary"]:
-            continue
-        summary, seeds = _over_seeds(results, key)
-        get = lambda name, field="mean", s=summary: s.get(name, {}).get(field)  # noqa: E731
-        rows.append([label, seeds, *(_cell(value) for value in (get("srcc"), get("srcc", "sd"), get("plcc"),
-                                                                get("acc"), get("emd")))])  # fmt: skip
-    return rows
+    return [[label, *_seed_row(results, key)] for key, label in labels.items() if key in results["summary"]]
 
 
 def _pair_accuracy(accuracy: dict) -> str:
@@ -460,21 +464,6 @@ def teacher_spread_table(results: dict, paper: Beside | None = None) -> str:
         [[run["seed"], *_metrics(run)] for run in results["runs"]],
         paper,
     )
-
-
-def _seed_row(results: dict, key: str) -> list[str]:
-    """A row's seeds, and SRCC (mean, sd), PLCC, Acc and EMD over them (n/a where it has not run)."""
-    if key not in results["summary"]:
-        return ["0", *["n/a"] * 5]
-    summary, seeds = _over_seeds(results, key)
-    get = lambda name, field="mean": summary.get(name, {}).get(field)  # noqa: E731
-    return [
-        seeds,
-        *(_cell(value) for value in (get("srcc"), get("srcc", "sd"), get("plcc"), get("acc"), get("emd"))),
-    ]
-
-
-SEED_HEADER = ["seeds", "SRCC", "SRCC sd", "PLCC", "Acc", "EMD"]
 
 
 def teacher_backbones_table(results: dict, paper: Beside | None = None) -> str | None:
