@@ -34,16 +34,30 @@ def test_readme_and_report_match_the_committed_results():
     )
 
 
+def committed_file(path: str) -> bytes:
+    """``path`` as committed at this repository's HEAD, never the working tree's copy: `make repro` on another
+    CPU rewrites metrics/*.json in the working tree, and the committed README was rendered from the committed
+    ones."""
+    shown = subprocess.run(["git", "show", f"HEAD:{path}"], cwd=REPO_ROOT, capture_output=True, check=True)
+    return shown.stdout
+
+
 @pytest.fixture
 def results_repo(tmp_path) -> Path:
-    """This working tree's README.md, params.yaml, results/ and metrics/evaluate.json, committed in a new git
-    repository."""
+    """This repository's committed README.md, params.yaml, results/ and metrics/evaluate.json (read from git
+    HEAD), committed in a new git repository."""
     repo = tmp_path / "repo"
-    (repo / "metrics").mkdir(parents=True)
-    for name in ("README.md", "params.yaml"):
-        shutil.copy(REPO_ROOT / name, repo / name)
-    shutil.copy(REPO_ROOT / "metrics" / "evaluate.json", repo / "metrics" / "evaluate.json")
-    shutil.copytree(REPO_ROOT / "results", repo / "results")
+    listed = subprocess.run(
+        ["git", "ls-files", "README.md", "params.yaml", "metrics/evaluate.json", "results"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert "metrics/evaluate.json" in listed and "README.md" in listed
+    for name in listed:
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_bytes(committed_file(name))
     for command in (("git", "init", "-q"), ("git", "add", "."), (*GIT_COMMIT, "-m", "results")):
         subprocess.run(command, cwd=repo, check=True, capture_output=True)
     return repo
