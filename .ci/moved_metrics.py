@@ -50,8 +50,11 @@ def main() -> int:
             if old[key] != new[key]:
                 moved.append(f"{path}:{key} {old[key]:.6g} -> {new[key]:.6g}")
     if not moved:
-        print(f"error: the rerun moved none of {compared} committed metric values; the other CPU code path "
-              "simulated nothing (no faster path to take away, or outputs read from a cache)", file=sys.stderr)
+        print(
+            f"error: the rerun moved none of {compared} committed metric values; the other CPU code path "
+            "simulated nothing (no faster path to take away, or outputs read from a cache)",
+            file=sys.stderr,
+        )
         return 1
     print(f"the rerun on another CPU code path moved {len(moved)} of {compared} metric values, for example:")
     for line in moved[:8]:

@@ -460,7 +460,8 @@ def test_every_reproduction_command_runs_on_a_tiny_demo(reproduction_run):
     reproduced state. The script runs in the background from the start of the session (conftest.py).
     VALIDATED_ONLY's commands, whose stages another command runs with other values, have their values
     checked by every stage's configuration builder instead: a misspelt key or a bad value fails here."""
-    from iaakd.stages.check_params import check, with_override
+    from iaakd.stages.check_params import check
+    from iaakd.stages.params_file import with_overrides
 
     repo, finished_run = reproduction_run
     commands = reproduction_commands()
@@ -476,7 +477,7 @@ def test_every_reproduction_command_runs_on_a_tiny_demo(reproduction_run):
     for name, assignments in validated.items():
         changed = params
         for assignment in assignments:
-            changed = with_override(changed, assignment)
+            changed = with_overrides(changed, [assignment])
         assert changed != params, f"{name} changes nothing"
         check(changed)
     ran = expected - set(VALIDATED_ONLY)

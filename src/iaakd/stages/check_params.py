@@ -4,18 +4,15 @@ ends in one line naming it, before a long run starts rather than hours into it.
     python -m iaakd.stages.check_params                       # params.yaml as it is
     python -m iaakd.stages.check_params -S student.kd.mix=loss -S 'distiller.backbones=[a,b]'
 
-``-S key=value`` sets a value as ``dvc exp run -S`` does (dotted key, YAML value) in memory only; params.yaml
-is not written. Model names are looked up in timm's registry (no weights are loaded). What needs the data or
+``-S key=value`` sets a value with DVC's own code for ``dvc exp run -S`` (its Hydra override parser: ``1e-4`` a
+number, ``[a,b]`` a list), on a copy: params.yaml is not written. Model names are looked up in timm's registry (no weights are loaded). What needs the data or
 the weights (labels with tags for student.semantic, a test list for split.name, weights found offline) is
 checked by the stages themselves when they run.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
-
-import yaml
 
 from iaakd.errors import UserError
 from iaakd.models.backbones import resolve_name
@@ -26,6 +23,7 @@ from iaakd.stages.demo import demo_config
 from iaakd.stages.distill import distiller_config
 from iaakd.stages.evaluate import evaluate_config
 from iaakd.stages.extract import extract_config
+from iaakd.stages.params_file import with_overrides
 from iaakd.stages.pool import pool_config
 from iaakd.stages.pretrain import pretrain_config
 from iaakd.stages.split import split_config
@@ -58,24 +56,6 @@ CHECKS: tuple[Callable[[dict], object], ...] = (
 )  # fmt: skip
 
 
-def with_override(params: dict, assignment: str) -> dict:
-    """A copy of ``params`` with ``key.path=value`` set (the value read as YAML, as DVC reads it)."""
-    key, separator, text = assignment.partition("=")
-    if not separator or not key:
-        raise UserError(f"-S {assignment}: expected key=value")
-    changed = copy.deepcopy(params)
-    *parents, leaf = key.split(".")
-    node = changed
-    for part in parents:
-        if not isinstance(node.get(part), dict):
-            raise UserError(f"-S {assignment}: params.yaml has no section '{part}' under '{key}'")
-        node = node[part]
-    if leaf not in node:
-        raise UserError(f"-S {assignment}: params.yaml has no key '{key}'")
-    node[leaf] = yaml.safe_load(text)
-    return changed
-
-
 def check(params: dict) -> None:
     """Builds every stage's configuration from ``params``; the first mistake is a UserError naming its key."""
     for build in CHECKS:
@@ -83,14 +63,13 @@ def check(params: dict) -> None:
 
 
 def main(argv: list[str]) -> None:
-    params = common.load_params()
-    arguments = list(argv)
+    arguments, assignments = list(argv), []
     while arguments:
         flag = arguments.pop(0)
         if flag != "-S" or not arguments:
             raise UserError("usage: python -m iaakd.stages.check_params [-S key=value ...]")
-        params = with_override(params, arguments.pop(0))
-    check(params)
+        assignments.append(arguments.pop(0))
+    check(with_overrides(common.load_params(), assignments))
     print(f"params: every stage's configuration is valid ({len(CHECKS)} checked)")
 
 

@@ -16,7 +16,6 @@ import numpy as np
 import pyarrow as pa
 import timm
 import torch
-import yaml
 
 from iaakd.atomic import atomic_write_text
 from iaakd.config import build_config, check_type  # noqa: F401  (the stages' entry to declared params)
@@ -24,6 +23,7 @@ from iaakd.data.tables import PipelineTables
 from iaakd.distributed import launched_by_torchrun
 from iaakd.errors import UserError
 from iaakd.metrics import round_floats
+from iaakd.stages.params_file import read_params
 from iaakd.tasks import Task
 
 PARAMS_FILE = Path("params.yaml")
@@ -54,13 +54,8 @@ def task_from_params(params: dict, pipeline: PipelineTables | None = None) -> Ta
 
 
 def load_params(path: Path = PARAMS_FILE) -> dict:
-    if not path.is_file():
-        raise UserError(f"params file not found: {path} (run from the repository root)")
-    with open(path, encoding="utf-8") as handle:
-        params = yaml.safe_load(handle) or {}
-    if not isinstance(params, dict):
-        raise UserError(f"{path}: expected a mapping at the top level")
-    return params
+    """params.yaml as DVC reads it (YAML 1.2: ``1e-4`` is a number); one line naming a syntax error's place."""
+    return read_params(path)
 
 
 def section(params: dict, key: str) -> dict:
