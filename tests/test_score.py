@@ -59,11 +59,11 @@ def test_checkpoint_describes_itself_and_reloads_identically(trained_student):
 
 
 def test_score_alias_prints_csv_and_gives_an_unreadable_file_its_own_row(trained_student, tmp_path):
-    """``iaakd-score`` (``python -m iaakd.score``) is ``iaakd score``: a bad file no longer stops the run."""
+    """``python -m iaakd score`` is ``iaakd score``: a bad file no longer stops the run."""
     _, _, checkpoint, paths = trained_student
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     result = subprocess.run(
-        [sys.executable, "-m", "iaakd.score", str(checkpoint), *paths[:3], str(tmp_path / "broken.jpg")],
+        [sys.executable, "-m", "iaakd", "score", str(checkpoint), *paths[:3], str(tmp_path / "broken.jpg")],
         capture_output=True,
         text=True,
     )

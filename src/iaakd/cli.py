@@ -1,33 +1,23 @@
 """``iaakd``: one command for a trained student. ``iaakd score``, ``iaakd export``, ``iaakd explain``, ``iaakd plan``.
 
 Bad input ends in one line, ``error: ...``, with exit status 1; ``score`` and ``explain`` exit with 2 when
-some files could not be read (their rows say why).
+some files could not be read (their rows say why). ``iaakd-score`` and ``python -m iaakd score`` are
+``iaakd score``.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import NoReturn
 
-from iaakd.errors import UserError
-
-EXIT_USAGE = 1
-
-
-class _Parser(argparse.ArgumentParser):
-    """Usage errors as one ``error:`` line and status 1 (argparse's own status 2 means "some files failed" here)."""
-
-    def error(self, message: str) -> NoReturn:
-        print(f"error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
+from iaakd.command import Parser, run_command
 
 
 def build_parser(prog: str = "iaakd") -> argparse.ArgumentParser:
     from iaakd import explain, export, score
 
-    parser = _Parser(prog=prog, description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = Parser(prog=prog, description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     score.add_arguments(
         commands.add_parser("score", help="score photos: CSV or JSON lines, one row per file", description=score.__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -55,13 +45,7 @@ def main(argv: list[str] | None = None, prog: str = "iaakd") -> None:
 
         plan_main(argv[1:])
         return
-    args = build_parser(prog).parse_args(argv)
-    try:
-        status = _run(args)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
-    sys.exit(status)
+    run_command(_run, build_parser(prog).parse_args(argv))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -72,6 +56,11 @@ def _run(args: argparse.Namespace) -> int:
     else:
         from iaakd.explain import run
     return run(args)
+
+
+def score_main() -> None:
+    """``iaakd-score``: the alias of ``iaakd score``."""
+    main(["score", *sys.argv[1:]])
 
 
 if __name__ == "__main__":

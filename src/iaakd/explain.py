@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from iaakd.command import at_least, output_folder, require_modules
 from iaakd.errors import UserError
 
 DISPLAY_SIDE = 512  # overlays: the image scaled to fit this square
@@ -28,12 +29,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "images", nargs="+", metavar="IMAGE", help="image files, folders (recursive), @list.txt"
     )
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the PNG files")
-    parser.add_argument("--count", type=int, default=8, help="best and worst images on the contact sheet")
+    parser.add_argument(
+        "--count", type=at_least(1), default=8, help="best and worst images on the contact sheet"
+    )
     parser.add_argument(
         "--layer", action="append", help="module name(s) of the backbone to explain (repeatable)"
     )
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=at_least(1), default=16)
 
 
 POOLING_AND_HEAD = ("global_pool", "head", "fc", "classifier", "head_drop", "fc_norm", "pre_logits")
@@ -201,8 +204,9 @@ def explain(
 
     from iaakd.scorer import ImageInputs, collate_inputs
 
-    if count < 1:
-        raise UserError(f"--count must be at least 1, got {count}")
+    if count < 1 or batch_size < 1:
+        raise UserError(f"count ({count}) and batch_size ({batch_size}) must be at least 1")
+    output_folder(out, "--out")
     layers = target_layers(scorer.model.student.backbone, layer_names)
     out.mkdir(parents=True, exist_ok=True)
     names = overlay_names(paths)
@@ -231,6 +235,8 @@ def explain(
 def run(args: argparse.Namespace) -> int:
     from iaakd.scorer import DEMO_WARNING, Scorer, collect_paths
 
+    require_modules("pytorch_grad_cam")
+    output_folder(args.out, "--out")
     scorer = Scorer.load(args.model, args.device, warn=False)
     if scorer.trained_on_demo:
         print(f"warning: {args.model}: {DEMO_WARNING}", file=sys.stderr)

@@ -18,6 +18,7 @@ import json
 import sys
 from pathlib import Path
 
+from iaakd.command import at_least, output_file, require_modules
 from iaakd.errors import UserError, first_line
 
 ONNX_OPSET = 18
@@ -48,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--onnx", type=Path, required=True, metavar="FILE", help="the ONNX file to write")
     parser.add_argument("--pt2", type=Path, metavar="FILE", help="also a torch.export program (.pt2)")
     parser.add_argument("--torchscript", action=_TorchScriptRefused, help=argparse.SUPPRESS)
-    parser.add_argument("--opset", type=int, default=ONNX_OPSET)
+    parser.add_argument("--opset", type=at_least(1), default=ONNX_OPSET)
 
 
 def preprocessing_description(scorer) -> dict:
@@ -221,6 +222,10 @@ def _write_json(path: Path, description: dict) -> None:
 def run(args: argparse.Namespace) -> int:
     from iaakd.scorer import Scorer
 
+    require_modules("onnx", "onnxscript", "onnxruntime")
+    for flag, path in (("--onnx", args.onnx), ("--pt2", args.pt2)):
+        if path is not None:
+            output_file(path, flag)
     scorer = Scorer.load(args.model, "cpu", warn=False)
     program = exported_program(scorer)
     export_onnx(scorer, args.onnx, args.opset, program)

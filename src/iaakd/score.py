@@ -4,7 +4,7 @@ Rows are written as the batches finish, in the order of the sorted path list; a 
 is a row whose ``error`` says why. Beside ``--out FILE``, ``FILE.json`` records the model's SHA-256, its
 preprocessing and the package version, so that ``--resume`` never mixes two models' scores in one file.
 Exit status: 0 every file scored, 2 some failed (``--strict``: stopped at the first), 1 bad usage or model.
-``iaakd-score`` and ``python -m iaakd.score`` are this same command.
+``iaakd-score`` and ``python -m iaakd score`` are this same command.
 """
 
 from __future__ import annotations
@@ -23,12 +23,16 @@ from typing import IO
 
 from tqdm import tqdm
 
+from iaakd.command import at_least, output_file
 from iaakd.errors import UserError
 
 EXIT_OK, EXIT_USAGE, EXIT_FAILED = 0, 1, 2
 PROGRESS_FROM = 64  # images: a progress bar on stderr from this many on (when stderr is a terminal)
 FAILURES_LISTED = 10  # failed files named in the summary; the rest are in the error column
 DECIMALS = {"mean_score": 4}  # p_high and p1..p10: 5
+# A file name that is not valid UTF-8 is written (CSV) and read back (--resume) as its own bytes, so the row
+# names the very file and a resumed run recognises it; JSON lines escape it (\udcXX) and read it back too.
+PATH_BYTES = "surrogateescape"
 
 
 def decimals(column: str) -> int:
@@ -43,10 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="write here (and FILE.json beside it) instead of stdout")
     parser.add_argument("--format", choices=["csv", "jsonl"], help="default: by --out's suffix, else csv")
     parser.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=at_least(1), default=32)
     parser.add_argument(
         "--num-workers",
-        type=int,
+        type=at_least(0),
         default=None,
         help="loader processes that decode (default: cores - 1, <= 8)",
     )
@@ -122,7 +126,7 @@ def read_existing(out: Path, kind: str, columns: list[str]) -> Existing:
         content = content[: content.rfind(b"\n") + 1]
         with open(out, "r+b") as handle:
             handle.truncate(len(content))
-    text = content.decode("utf-8")
+    text = content.decode("utf-8", errors=PATH_BYTES)
     existing = Existing()
     if kind == "csv":
         rows = list(csv.reader(io.StringIO(text)))
@@ -247,6 +251,8 @@ def open_output(args: argparse.Namespace, scorer, record: dict, stack: contextli
     """The row writer (header written unless resuming), and what an earlier run left (``--resume``)."""
     kind = record["format"]
     if args.out is None:
+        if hasattr(sys.stdout, "reconfigure"):
+            sys.stdout.reconfigure(errors=PATH_BYTES)
         writer = RowWriter(sys.stdout, scorer.columns, kind)
         writer.header()
         return writer, Existing()
@@ -259,7 +265,7 @@ def open_output(args: argparse.Namespace, scorer, record: dict, stack: contextli
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_record(record_file, record)
     mode = "a" if resuming else "w"
-    handle = stack.enter_context(open(args.out, mode, newline="", encoding="utf-8"))  # noqa: SIM115 - the caller closes it
+    handle = stack.enter_context(open(args.out, mode, newline="", encoding="utf-8", errors=PATH_BYTES))  # noqa: SIM115 - the caller closes it
     writer = RowWriter(handle, scorer.columns, kind)
     if handle.tell() == 0:
         writer.header()
@@ -273,8 +279,9 @@ def run(args: argparse.Namespace) -> int:
     shard = parse_shard(args.shard)
     if args.resume and args.out is None:
         raise UserError("--resume needs --out FILE: there is nothing to resume on stdout")
-    if args.batch_size < 1 or (args.num_workers is not None and args.num_workers < 0):
-        raise UserError("--batch-size must be at least 1 and --num-workers at least 0")
+    if args.out is not None:
+        output_file(args.out, "--out")
+        output_file(args.out.with_name(args.out.name + ".json"), "--out's record")
     scorer = Scorer.load(args.model, args.device, warn=False)
     if scorer.trained_on_demo:
         print(f"warning: {args.model}: {DEMO_WARNING}", file=sys.stderr)
@@ -302,14 +309,3 @@ def run(args: argparse.Namespace) -> int:
         )
     summarise(tally, len(paths), before, str(args.out) if args.out else "stdout")
     return EXIT_FAILED if failed else EXIT_OK
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``iaakd-score``: the alias of ``iaakd score``."""
-    from iaakd.cli import main as cli_main
-
-    cli_main(["score", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    main()
