@@ -120,3 +120,24 @@ def test_a_file_that_no_longer_decodes_is_one_line_naming_it_in_every_loader(tmp
 def test_a_file_gone_since_the_scan_is_named_by_the_device_loader(tmp_path):
     with pytest.raises(UserError, match=rf"^{tmp_path / 'gone.jpg'}: cannot decode it \(missing\)"):
         EncodedImageDataset([str(tmp_path / "gone.jpg")])[0]
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_a_16_bit_grey_image_is_scaled_to_8_bits_not_clipped_to_white(tmp_path, suffix):
+    """Pillow's convert("RGB") clips 16-bit greys at 255: a full-range gradient came out 99.6 % white."""
+    from iaakd.scorer import prepare
+
+    gradient = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    path = tmp_path / f"grey16{suffix}"
+    Image.fromarray(gradient).save(path)
+    assert Image.open(path).mode.startswith("I;16")
+    pixels = np.asarray(load_rgb(path))
+    assert pixels.shape == (64, 64, 3) and (pixels[..., 0] == pixels[..., 2]).all()
+    expected = np.rint(gradient / 257.0)
+    assert np.abs(pixels[..., 0].astype(int) - expected).max() == 0
+    assert (pixels == 255).mean() < 0.01 and 120 < pixels.mean() < 135
+    # an image handed to the scorer already decoded goes the same way
+    preprocess = Preprocess(size=64, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    with Image.open(path) as image:
+        handed = prepare(image, preprocess)
+    assert torch.equal(handed, preprocess.load(path)) and 100 < handed.float().mean() < 155

@@ -93,7 +93,8 @@ def preprocessing_description(scorer) -> dict:
             "range": [0, 255],
         },
         "decode": "apply the EXIF orientation, then convert to 8-bit RGB as Pillow's Image.convert('RGB') "
-        "does (greyscale, palette, CMYK and 16-bit images converted; alpha dropped, not composited)",
+        "does (greyscale, palette and CMYK converted; alpha dropped, not composited), except that a 16-bit "
+        "grey image is first scaled to 8 bits (value / 257, rounded) where convert clips it at 255",
         "resize": resize,
         "normalisation": {
             "inside_model": True,

@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from iaakd.data.images import Preprocess
+from iaakd.data.images import Preprocess, as_rgb
 from iaakd.data.scan import IMAGE_SUFFIXES, scan_image
 from iaakd.errors import UserError, first_line
 from iaakd.models import Student
@@ -104,7 +104,7 @@ def prepare(item: ImageInput, preprocess: Preprocess) -> torch.Tensor:
     """The network input (uint8, 3 x size x size) of a file, as in training, or of an image already
     decoded (EXIF orientation applied, converted to RGB, then the model's resize)."""
     if isinstance(item, Image.Image):
-        return preprocess(ImageOps.exif_transpose(item).convert("RGB"))
+        return preprocess(as_rgb(ImageOps.exif_transpose(item)))
     return preprocess.load(item)
 
 

@@ -58,6 +58,20 @@ def decode_problem(error: BaseException) -> str:
     return first_line(error, 100)
 
 
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # Pillow's 16-bit (and 32-bit integer) greys
+
+
+def as_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB, the networks' input. Pillow's ``convert("RGB")`` clips a 16-bit grey image (PNG, TIFF) at
+    255, so nearly every pixel turns white; such an image is first scaled from its 16-bit range
+    (0-65535, rounded to 0-255). 16-bit RGB files already decode to 8-bit RGB in Pillow."""
+    if image.mode in SIXTEEN_BIT_MODES:
+        values = np.asarray(image).astype(np.float64)
+        eight_bit = np.rint(np.clip(values, 0, 65535) / 257.0).astype(np.uint8)
+        image = Image.fromarray(eight_bit, "L")
+    return image.convert("RGB")
+
+
 def load_rgb(path: str | Path, draft: tuple[int, int] | None = None) -> Image.Image:
     """Decodes an image as RGB with EXIF orientation applied. ``draft``: a JPEG is decoded at the smallest
     of 1/1, 1/2, 1/4 or 1/8 scale that is still at least this size (PIL's draft mode, DCT scaling):
@@ -69,8 +83,7 @@ def load_rgb(path: str | Path, draft: tuple[int, int] | None = None) -> Image.Im
         with Image.open(path) as image:
             if draft is not None and image.format == "JPEG":
                 image.draft("RGB", draft)
-            image = ImageOps.exif_transpose(image)
-            return image.convert("RGB")
+            return as_rgb(ImageOps.exif_transpose(image))
     except DECODE_ERRORS as error:
         raise _changed_since_scan(path, error) from None
 
