@@ -208,7 +208,20 @@ def test_the_stage_aligns_on_the_pool_and_the_training_split_never_on_val_or_tes
     Path("params.yaml").write_text(
         yaml.safe_dump({"student": {"init": "align", "input_size": SIDE}, "align": align})
     )
+    aligned_on = []
+    real_align = align_stage.align_backbone
+
+    def spy(config, backbone, weights, preprocess, paths, *args, **kwargs):
+        aligned_on.extend(paths)
+        return real_align(config, backbone, weights, preprocess, paths, *args, **kwargs)
+
+    monkeypatch.setattr(align_stage, "align_backbone", spy)
     align_stage.main([])
+    # the very images: the pool and the training split (train, unlabeled), never a validation or test image
+    held_back = {str(path) for path, split in zip(labelled, splits, strict=True) if split in ("val", "test")}
+    training = [path for path, split in zip(labelled, splits, strict=True) if split in ("train", "unlabeled")]
+    assert sorted(map(str, aligned_on)) == sorted(map(str, pool + training))
+    assert not held_back & set(map(str, aligned_on))
     metrics = json.loads(Path("metrics/align.json").read_text())
     assert metrics["images"] == {"pool": 10, "training_split": 12, "total": 22, "training": 15, "held_out": 7}
     assert metrics["trained"] and metrics["encoder"] == ENCODER and metrics["embedding_dim"] == 1280

@@ -6,6 +6,8 @@ the unlabelled images; their rows come from the withheld training images and the
 import copy
 from dataclasses import dataclass, replace
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -348,12 +350,36 @@ def test_unlabelled_images_are_the_withheld_training_images_and_the_pool_with_kn
     assert data.ground_truth.shape == (5, 0) and data.tags is None  # no labels: a zero-width target
 
 
-def test_no_validation_or_test_image_is_ever_an_unlabelled_image(tables, tmp_path):
+def test_a_stale_teacher_that_marks_a_withheld_image_labelled_is_refused(tables, tmp_path):
+    """A teacher written for another split (104 was a training image there) would hand the student
+    knowledge it learnt from 104's labels as if it were unlabelled."""
     pipeline, frame, *_ = tables
-    data = pipeline.unlabeled_student_data(frame, tmp_path / "manifest.parquet")
-    held_out = set(frame.loc[frame["split"].isin(["val", "test"]), "path"])
-    assert held_out & set(data.paths) == set()  # 107, a validation image the teacher calls unlabelled, too
-    write_pool(tmp_path / "manifest.parquet", ["pool-000001", "109"])  # a pool id that is a test image's
+    ids = frame["image_id"].tolist() + ["pool-000002", "pool-000001"]
+    labelled = [split in ("train", "val", "test") for split in frame["split"]] + [False, False]
+    labelled[ids.index("104")] = True
+    shutil.rmtree(tmp_path / "teacher")
+    write_teacher(tmp_path / "teacher", ids, labelled)
+    with pytest.raises(UserError, match=r"marks 1 unlabelled images labelled, for example '104'"):
+        pipeline.unlabeled_student_data(frame, tmp_path / "manifest.parquet")
+
+
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_a_pool_image_that_is_a_held_out_image_under_a_pool_id_is_refused(tables, tmp_path, split):
+    """A pool folder that holds the test images themselves (unlabeled.source=folders on the wrong folder):
+    the same file under a pool id. Copies with other bytes are the pool stage's copy detector's to find."""
+    pipeline, frame, *_ = tables
+    held_out = frame.loc[frame["split"] == split].iloc[0]
+    pool = pd.DataFrame({"image_id": ["pool-000001", "pool-000002"],
+                         "path": ["data/pool/images/pool-000001.png", f"./{held_out['path']}"]})  # fmt: skip
+    pool.to_parquet(tmp_path / "manifest.parquet")
+    with pytest.raises(UserError, match=rf"pool-000002.*{held_out['path']}.*split {split}"):
+        pipeline.unlabeled_student_data(frame, tmp_path / "manifest.parquet")
+
+
+def test_a_pool_id_that_is_a_labelled_image_id_is_refused(tables, tmp_path):
+    """A hand-made manifest whose id is a test image's: its teacher row is the test image's knowledge."""
+    pipeline, frame, *_ = tables
+    write_pool(tmp_path / "manifest.parquet", ["pool-000001", "109"])
     with pytest.raises(UserError, match=r"manifest\.parquet: .*'109'.* test"):
         pipeline.unlabeled_student_data(frame, tmp_path / "manifest.parquet")
 

@@ -6,6 +6,7 @@ from a repository's root (:meth:`PipelineTables.at`). Nothing here reads params.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -157,7 +158,8 @@ class PipelineTables:
 
 def pool_rows(manifest: Path | None, frame: pd.DataFrame) -> pd.DataFrame:
     """The pool's image_id and path (CSKD's unlabelled pool, ``data/pool/manifest.parquet``); none when the
-    manifest is None or absent. A pool id that is one of ``frame``'s labelled images is an error naming it."""
+    manifest is None or absent. A pool id that is one of ``frame``'s labelled images, or a pool path that is
+    one of their files, is an error naming it."""
     if manifest is None or not Path(manifest).is_file():
         return pd.DataFrame({"image_id": pd.Series(dtype=str), "path": pd.Series(dtype=str)})
     try:
@@ -172,6 +174,12 @@ def pool_rows(manifest: Path | None, frame: pd.DataFrame) -> pd.DataFrame:
         first = clash.iloc[0]
         raise UserError(f"{manifest}: {len(clash)} pool images have the id of a labelled image, for example"
                         f" '{first['image_id']}' (split {first['split']}); rerun the pool stage")  # fmt: skip
+    labelled_at = {os.path.realpath(path): (image_id, split) for image_id, path, split in
+                   frame[["image_id", "path", "split"]].itertuples(index=False)}  # fmt: skip
+    for image_id, path in pool[["image_id", "path"]].itertuples(index=False):
+        if (same := labelled_at.get(os.path.realpath(path))) is not None:
+            raise UserError(f"{manifest}: pool image '{image_id}' is the labelled image {path} ('{same[0]}', "
+                            f"split {same[1]}); a pool holds other photos than the labelled ones")  # fmt: skip
     return pool
 
 
