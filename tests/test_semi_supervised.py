@@ -4,9 +4,8 @@ own forward pass, nothing of the labelled run moves; with weight > 0 the student
 the unlabelled images; their rows come from the withheld training images and the pool, never val/test."""
 
 import copy
-from dataclasses import dataclass, replace
-
 import shutil
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
