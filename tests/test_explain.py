@@ -42,6 +42,41 @@ def test_explain_writes_one_overlay_per_readable_image_and_a_contact_sheet(tmp_p
         assert sheet.width > 3 * THUMB_SIDE and sheet.height > 2 * THUMB_SIDE
 
 
+def test_the_contact_sheet_shows_the_best_scored_first_and_the_worst_scored_first(tmp_path):
+    """Each cell of the sheet holds the photo its rank says, read back from the sheet's pixels: the best row
+    in falling score, the worst row from the lowest score up, against the scorer's own scores."""
+    from PIL import ImageOps
+
+    from iaakd.explain import explain
+
+    checkpoint = save_tiny_student(tmp_path / "student.pt")
+    photos = [str(path) for path in write_photos(tmp_path / "photos", 6)]
+    scorer = Scorer.load(checkpoint, device="cpu", warn=False)
+    scores = scorer.score(photos).set_index("path")[scorer.score_column]
+    assert scores.nunique() == len(photos)  # a strict order to check
+    ranked = scores.sort_values(ascending=False).index.tolist()
+    explained = explain(scorer, photos, tmp_path / "maps", count=2)
+    assert explained.scores == pytest.approx(scores.to_dict(), abs=1e-5)
+    label_width, caption_height = 70, 24  # the sheet's layout (explain.contact_sheet)
+    with Image.open(explained.sheet) as opened:
+        sheet = np.asarray(opened.convert("RGB"), dtype=np.float32)
+
+    def cell_shows(row: int, column: int, path: str) -> float:
+        with Image.open(path) as photo:
+            thumb = ImageOps.contain(
+                photo.convert("RGB"), (THUMB_SIDE - 8, THUMB_SIDE - 8), Image.Resampling.BILINEAR
+            )
+        left = label_width + column * THUMB_SIDE + (THUMB_SIDE - thumb.width) // 2
+        top = row * (THUMB_SIDE + caption_height) + (THUMB_SIDE - thumb.height) // 2
+        cell = sheet[top : top + thumb.height, left : left + thumb.width]
+        return float(np.abs(cell - np.asarray(thumb, dtype=np.float32)).mean())
+
+    expected = {(0, 0): ranked[0], (0, 1): ranked[1], (1, 0): ranked[-1], (1, 1): ranked[-2]}
+    for (row, column), path in expected.items():
+        differences = {other: cell_shows(row, column, other) for other in photos}
+        assert min(differences, key=differences.get) == path and differences[path] < 1.0, (row, column)
+
+
 def test_layercam_maps_change_when_the_backbone_weights_are_randomised(ava_sample, tmp_path):
     """Adebayo et al. (2018), cascading randomisation: the same head on the ImageNet backbone and on a
     randomly initialised one gives different maps, while the pretrained model's maps follow the image
