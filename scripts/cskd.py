@@ -59,7 +59,8 @@ from kd_comparison import STORE as KD_STORE
 
 from iaakd.align import AlignConfig, align_backbone, student_input
 from iaakd.checkpoints import fingerprint
-from iaakd.data.pool import PoolConfig, demo_pool, phash_cache_file, read_manifest, write_manifest
+from iaakd.data.copies import embedding_cache_file
+from iaakd.data.pool import PoolConfig, demo_pool, read_manifest, write_manifest
 from iaakd.data.splits import with_label_fraction
 from iaakd.feature_rows import build_feature_matrix
 from iaakd.models import Distiller
@@ -151,7 +152,7 @@ class DemoPool:
         if not manifest_file.is_file():  # made whole, then the manifest written last
             print(f"--- the pool: {config.num_images} demo images", flush=True)
             shutil.rmtree(folder, ignore_errors=True)
-            pool = demo_pool(config, labelled_images(), folder / "images", phash_cache=phash_cache_file(folder),
+            pool = demo_pool(config, labelled_images(), folder / "images", embedding_cache=embedding_cache_file(folder),
                              progress=common.show_progress())  # fmt: skip
             common.write_json(counts_file, pool.counts)
             write_manifest(pool.manifest, manifest_file)

@@ -20,9 +20,7 @@ from iaakd.data.pool import (
     MANIFEST_SCHEMA,
     PoolConfig,
     demo_pool,
-    earlier_near_copies,
     empty_manifest,
-    perceptual_hashes,
     read_manifest,
     require_distinct_ids,
     write_manifest,
@@ -65,7 +63,8 @@ def write_labels(repo: Path, files: list[Path], splits: list[str]) -> pd.DataFra
 
 
 def write_params(repo: Path, unlabeled: dict) -> None:
-    section = {"source": "none", "num_images": 20, "folders": [], "seed": 1, "near_duplicate_bits": 6}
+    section = {"source": "none", "num_images": 20, "folders": [], "seed": 1,
+               "copies": {"shortlist": 8, "min_inliers": 60}}  # fmt: skip
     (repo / "params.yaml").write_text(yaml.safe_dump({"unlabeled": {**section, **unlabeled}}))
 
 
@@ -141,29 +140,23 @@ def test_a_labelled_id_with_the_pool_prefix_is_refused_in_one_line():
         require_distinct_ids(["100001", "pool-7"], "data/labels.parquet")
 
 
-def test_near_copies_within_the_pool_keep_the_first_and_drop_each_later_one_against_a_kept_image():
-    # b: 3 bits from a, a copy. c: 6 bits from a, 3 from b, which is gone: kept. d: 1 bit from a: a copy.
-    # e: 1 bit from c (kept), 4 from b: a copy of c.
-    a, b, c, d, e = 0, 0b111, 0b111111, 1 << 40, 0b111111 | 1 << 50
-    copy_of = earlier_near_copies(np.array([a, b, c, d, e], dtype=np.uint64), bits=3)
-    assert copy_of.tolist() == [-1, 0, -1, 0, 2]
-    assert earlier_near_copies(np.array([a, b, c], dtype=np.uint64), bits=2).tolist() == [-1, -1, -1]
+def test_embeddings_are_cached_by_content_so_a_rerun_computes_nothing(ava_sample, tmp_path, monkeypatch):
+    from iaakd.data import copies
 
-
-def test_perceptual_hashes_are_cached_by_content_so_a_rerun_decodes_nothing(
-    ava_sample, tmp_path, monkeypatch
-):
     files = [str(file) for file in photos(ava_sample, 3)]
     contents = scan_images(files)["file_hash"].tolist()
-    cache = tmp_path / "phash.parquet"
-    first = perceptual_hashes(files, contents, cache, workers=1)
-    assert len(set(first.tolist())) == 3
+    cache = tmp_path / "embeddings.parquet"
+    first = copies.embeddings(files, contents, cache)
+    assert first.shape == (3, copies.ROTATIONS, 1280)
+    assert np.allclose(np.linalg.norm(first, axis=2), 1, atol=1e-2)
 
-    def decode(path):
-        raise AssertionError(f"{path} decoded again")
+    class NoEmbedder:
+        def __init__(self):
+            raise AssertionError("an image embedded again")
 
-    monkeypatch.setattr(pool_lib, "perceptual_hash", decode)
-    assert perceptual_hashes(files[::-1], contents[::-1], cache, workers=1).tolist() == first[::-1].tolist()
+    monkeypatch.setattr(copies, "Embedder", NoEmbedder)
+    again = copies.embeddings(files[::-1], contents[::-1], cache)
+    np.testing.assert_array_equal(again, first[::-1])
 
 
 def demo_labelled(tiny_demo: Path) -> pd.DataFrame:
@@ -172,7 +165,9 @@ def demo_labelled(tiny_demo: Path) -> pd.DataFrame:
                          "path": [str(tiny_demo / path) for path in labels["path"]]})  # fmt: skip
 
 
-def test_demo_pool_is_deterministic_per_seed_and_distinct_from_the_labelled_demo_images(tiny_demo, tmp_path):
+def test_demo_pool_is_deterministic_per_seed_and_none_of_its_independent_images_is_dropped_as_a_copy(
+    tiny_demo, tmp_path
+):
     labelled = demo_labelled(tiny_demo)  # made with data.seed 3: the pool uses the same seed, another stream
     config = PoolConfig(source="demo", num_images=12, seed=3)
     first = demo_pool(config, labelled, tmp_path / "a", Path("data/pool/images"))
@@ -181,9 +176,9 @@ def test_demo_pool_is_deterministic_per_seed_and_distinct_from_the_labelled_demo
     pd.testing.assert_frame_equal(first.manifest, again.manifest)
     pd.testing.assert_frame_equal(first.latent_scores, again.latent_scores)
     assert set(first.manifest["file_hash"]).isdisjoint(other.manifest["file_hash"])
-    assert set(first.manifest["file_hash"]).isdisjoint(labelled["file_hash"])
-    assert first.counts["kept"] == len(first.manifest) >= 10  # a near copy of a labelled image may go
-    assert first.counts["candidates"] == 12
+    # independently generated photos: none of them is taken for a copy (the perceptual hash dropped 5 of 200)
+    assert first.counts["near_copies_dropped"] == {"of_labelled": 0, "within_pool": 0}
+    assert first.counts["kept"] == len(first.manifest) == first.counts["candidates"] == 12
     assert first.manifest["image_id"].str.fullmatch(r"pool-demo-\d{6}").all()
     assert first.manifest["path"].tolist() == [
         f"data/pool/images/{i}.jpg" for i in first.manifest["image_id"]

@@ -2,10 +2,10 @@
 photos, the multi-source pool), with every copy of a labelled image dropped.
 
 The pool never holds a validation or test image, nor a copy of any labelled one: a candidate whose content
-hash equals a labelled image's is an exact copy; one whose perceptual hash (``imagehash.phash``: the DCT of
-a 32 x 32 grey thumbnail, 64 bits) is within ``near_duplicate_bits`` of a labelled image's is a near copy
-(a re-encoded, resized or lightly edited copy of a test photo). Copies within the pool are dropped the same
-way, the first in the pool's order kept. Every drop is counted and listed with the image it copies.
+hash equals a labelled image's is an exact copy; one that :mod:`iaakd.data.copies` finds to be a flipped,
+cropped, rotated, rescaled, re-encoded or letterboxed version of a labelled image is a near copy. Copies
+within the pool are dropped the same way, the first in the pool's order kept. Every drop is counted and
+listed with the image it copies.
 
 Pool ids carry the prefix ``pool-`` (``pool-demo-000000`` ..., ``pool-<content hash>`` for folders), so they
 never collide with AVA's numeric ids or a CSV's ids; a labelled id with that prefix is refused. Nothing here
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -28,8 +27,8 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from iaakd.config import Rule, param
+from iaakd.data.copies import CopyConfig, embeddings, find_copies
 from iaakd.data.demo import CATEGORIES, FACTORS, SIZES, draw_factors, latent_scores, render_image
-from iaakd.data.images import load_rgb
 from iaakd.data.scan import IMAGE_SUFFIXES, scan_images, usable_images
 from iaakd.errors import UserError
 from iaakd.features import write_parquet_atomic
@@ -37,7 +36,6 @@ from iaakd.features import write_parquet_atomic
 POOL_SOURCES = ("none", "demo", "folders")
 ID_PREFIX = "pool-"
 DEMO_ID_PREFIX = ID_PREFIX + "demo-"
-HASH_BITS = 64  # imagehash.phash's default hash_size 8: 8 x 8 bits
 # A different random stream from the labelled demo's (data.seed) and the pretraining pool's, whatever the seeds
 DEMO_STREAM = 15
 MANIFEST_SCHEMA = pa.schema(
@@ -56,7 +54,6 @@ MANIFEST_COLUMNS = MANIFEST_SCHEMA.names
 DROPPED_COLUMNS = ["file", "kind", "reason", "match"]
 DROP_KINDS = ("bad_file", "exact_copy_of_labelled", "exact_copy_within_pool", "near_copy_of_labelled",
               "near_copy_within_pool")  # fmt: skip
-PHASH_CACHE_VERSION = 1  # in the cache's name: a change of how hashes are made starts a new cache
 
 
 @dataclass(frozen=True)
@@ -67,10 +64,7 @@ class PoolConfig:
     num_images: int = param(200, minimum=2)  # demo: images made (their latent scores standardised over them)
     folders: list[str] = field(default_factory=list)  # folders: scanned recursively, bad files listed
     seed: int = 1  # demo: the pool generator's seed (a stream of its own: never the labelled demo's images)
-    # A candidate within this many of 64 perceptual-hash bits of a labelled image (or of an earlier pool
-    # image) is a near copy. Re-encoded (JPEG quality 60) or half-size copies of real photos land within
-    # 0-2 bits, distinct photos 16 or more apart; 32 is what two unrelated hashes differ by on average.
-    near_duplicate_bits: int = param(6, minimum=0, maximum=HASH_BITS // 2)
+    copies: CopyConfig = field(default_factory=CopyConfig)  # how near copies of labelled images are found
 
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
@@ -188,97 +182,6 @@ def scanned_candidates(
     return usable, bad_files
 
 
-# --- perceptual hashes -----------------------------------------------------------------------------
-
-
-def perceptual_hash(path: str) -> int:
-    """The 64-bit ``imagehash.phash`` of an image as decoded for the networks (upright RGB), as an int."""
-    import imagehash  # noqa: PLC0415 - only the pool needs it (scipy and PyWavelets behind it)
-
-    return int(str(imagehash.phash(load_rgb(path))), 16)
-
-
-def perceptual_hashes(
-    paths: Sequence[str],
-    file_hashes: Sequence[str],
-    cache_file: Path | None = None,
-    workers: int | None = None,
-    progress: bool = False,
-    what: str = "images",
-) -> np.ndarray:
-    """The perceptual hash of each image (uint64), decoding only those whose content hash is not in
-    ``cache_file`` (a parquet of file_hash -> phash, rewritten when it grew): one decode per image, ever."""
-    cached: dict[str, int] = {}
-    if cache_file is not None and Path(cache_file).is_file():
-        table = pq.read_table(cache_file)
-        cached = dict(
-            zip(table.column("file_hash").to_pylist(), table.column("phash").to_pylist(), strict=True)
-        )
-    todo: dict[str, str] = {}  # one file per content not in the cache
-    for content, path in zip(file_hashes, paths, strict=True):
-        if content not in cached:
-            todo.setdefault(content, path)
-    workers = workers or min(os.cpu_count() or 1, 16)
-    if todo:
-        files = list(todo.values())
-        bar = {"total": len(files), "desc": f"perceptual hashes of {what}", "disable": not progress}
-        if workers > 1 and len(files) > 32:
-            with ProcessPoolExecutor(workers) as executor:
-                values = list(tqdm(executor.map(perceptual_hash, files, chunksize=32), **bar))
-        else:
-            values = [perceptual_hash(file) for file in tqdm(files, **bar)]
-        cached.update(zip(todo, values, strict=True))
-        if cache_file is not None:
-            table = pa.table({"file_hash": pa.array(list(cached), pa.string()),
-                              "phash": pa.array(list(cached.values()), pa.uint64())})  # fmt: skip
-            write_parquet_atomic(table, Path(cache_file))
-    return np.array([cached[content] for content in file_hashes], dtype=np.uint64)
-
-
-def phash_cache_file(work_dir: Path) -> Path:
-    """Where the pool's perceptual hashes are kept between runs (outside DVC's outputs)."""
-    return Path(work_dir) / f"phash-v{PHASH_CACHE_VERSION}.parquet"
-
-
-CHUNK_CELLS = 1 << 22  # query x reference distances computed at a time (32 MiB of uint64)
-
-
-def nearest_hashes(query: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each query hash, the smallest Hamming distance to any reference hash and that hash's index
-    (distance ``HASH_BITS + 1`` and index -1 when there is no reference). Exhaustive, a chunk at a time."""
-    distance = np.full(len(query), HASH_BITS + 1, dtype=np.int64)
-    index = np.full(len(query), -1, dtype=np.int64)
-    if len(reference) == 0:
-        return distance, index
-    rows = max(1, CHUNK_CELLS // len(reference))
-    for start in range(0, len(query), rows):
-        cells = np.bitwise_count(query[start : start + rows, None] ^ reference[None, :])
-        index[start : start + rows] = cells.argmin(axis=1)
-        distance[start : start + rows] = cells.min(axis=1)
-    return distance, index
-
-
-def earlier_near_copies(hashes: np.ndarray, bits: int) -> np.ndarray:
-    """For each hash, in order, the index of the nearest earlier hash within ``bits`` that is itself kept,
-    or -1 (kept): the first of a group of near copies stays, every later one is dropped once."""
-    neighbours: dict[int, list[tuple[int, int]]] = {}
-    rows = max(1, CHUNK_CELLS // max(len(hashes), 1))
-    for start in range(0, len(hashes), rows):
-        stop = min(start + rows, len(hashes))
-        cells = np.bitwise_count(hashes[start:stop, None] ^ hashes[None, :stop])
-        later, earlier = np.nonzero(
-            (cells <= bits) & (np.arange(stop)[None, :] < np.arange(start, stop)[:, None])
-        )
-        for i, j in zip(later + start, earlier, strict=True):
-            neighbours.setdefault(int(i), []).append((int(cells[i - start, j]), int(j)))
-    copy_of = np.full(len(hashes), -1, dtype=np.int64)
-    for i in sorted(neighbours):
-        kept = [(distance, j) for distance, j in sorted(neighbours[i]) if copy_of[j] < 0]
-        if kept:
-            copy_of[i] = kept[0][1]
-    return copy_of
-
-
 # --- copies ----------------------------------------------------------------------------------------
 
 
@@ -314,17 +217,16 @@ def count_drops(source: str, candidates: int, kinds: Sequence[str]) -> dict:
 def drop_copies(
     candidates: pd.DataFrame,
     labelled: pd.DataFrame,
-    near_duplicate_bits: int,
-    phash_cache: Path | None = None,
+    config: CopyConfig,
+    embedding_cache: Path | None = None,
     progress: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(the candidates that copy no labelled image and no earlier candidate, the dropped ones:
     :data:`DROPPED_COLUMNS`). ``candidates``: path, file_hash and any other columns, in the pool's order; ``labelled``:
     image_id, path, file_hash of every labelled image (train, validation and test alike).
 
-    Exact copies (equal content hash) go first, without a decode; then every remaining candidate's and every
-    labelled image's perceptual hash is compared, all pairs, and those within ``near_duplicate_bits`` are near
-    copies."""
+    Exact copies (equal content hash) go first, without a decode; then each remaining candidate is checked
+    against the labelled images, then against the earlier candidates, by :func:`iaakd.data.copies.find_copies`."""
     candidates = candidates.reset_index(drop=True)
     dropped: list[dict] = []
 
@@ -344,23 +246,32 @@ def drop_copies(
     remaining = np.array(sorted(first_of_hash.values()), dtype=np.int64)
 
     if len(remaining):
-        labelled_hashes = perceptual_hashes(labelled["path"].tolist(), labelled["file_hash"].tolist(),
-                                            phash_cache, progress=progress, what="labelled images")  # fmt: skip
-        pool_hashes = perceptual_hashes(candidates["path"].iloc[remaining].tolist(),
-                                        candidates["file_hash"].iloc[remaining].tolist(), phash_cache,
-                                        progress=progress, what="pool images")  # fmt: skip
-        distance, nearest = nearest_hashes(pool_hashes, labelled_hashes)
-        near = distance <= near_duplicate_bits
-        for row, bits, index in zip(remaining[near], distance[near], nearest[near], strict=True):
-            drop(row, "near_copy_of_labelled", f"{bits} bits apart", str(labelled["image_id"].iloc[index]))
-        survivors, survivor_hashes = remaining[~near], pool_hashes[~near]
-        copy_of = earlier_near_copies(survivor_hashes, near_duplicate_bits)
-        for position in np.flatnonzero(copy_of >= 0):
-            original = int(copy_of[position])
-            bits = int(np.bitwise_count(survivor_hashes[position] ^ survivor_hashes[original]))
-            drop(survivors[position], "near_copy_within_pool", f"{bits} bits apart",
-                 candidates.at[int(survivors[original]), "path"])  # fmt: skip
-        remaining = survivors[copy_of < 0]
+        pool_paths = candidates["path"].iloc[remaining].tolist()
+        labelled_embeddings = embeddings(labelled["path"].tolist(), labelled["file_hash"].tolist(),
+                                         embedding_cache, progress, "labelled images")  # fmt: skip
+        pool_embeddings = embeddings(pool_paths, candidates["file_hash"].iloc[remaining].tolist(),
+                                     embedding_cache, progress, "pool images")  # fmt: skip
+        of_labelled = find_copies(pool_paths, pool_embeddings, labelled["path"].tolist(), labelled_embeddings,
+                                  config, progress=progress)  # fmt: skip
+        near = of_labelled.match >= 0
+        for row, agreed, index in zip(
+            remaining[near], of_labelled.inliers[near], of_labelled.match[near], strict=True
+        ):
+            drop(
+                row,
+                "near_copy_of_labelled",
+                f"{agreed} matching keypoints",
+                str(labelled["image_id"].iloc[index]),
+            )
+        survivors = remaining[~near]
+        survivor_paths = [path for path, copied in zip(pool_paths, near, strict=True) if not copied]
+        survivor_embeddings = pool_embeddings[~near]
+        within = find_copies(survivor_paths, survivor_embeddings, survivor_paths, survivor_embeddings, config,
+                             earlier_only=True, progress=progress)  # fmt: skip
+        for position in np.flatnonzero(within.match >= 0):
+            drop(survivors[position], "near_copy_within_pool", f"{within.inliers[position]} matching keypoints",
+                 candidates.at[int(survivors[within.match[position]]), "path"])  # fmt: skip
+        remaining = survivors[within.match < 0]
     return candidates.iloc[remaining].reset_index(drop=True), pd.DataFrame(dropped, columns=DROPPED_COLUMNS)
 
 
@@ -372,7 +283,7 @@ def demo_pool(
     labelled: pd.DataFrame,
     folder: Path,
     recorded_folder: Path | None = None,
-    phash_cache: Path | None = None,
+    embedding_cache: Path | None = None,
     progress: bool = False,
 ) -> Pool:
     """``config.num_images`` demo photos made into ``folder``, less copies of labelled images (their files
@@ -386,7 +297,7 @@ def demo_pool(
             f"unlabelled pool: made {bad['file'].iloc[0]}, which does not decode ({bad['reason'].iloc[0]})"
         )
     candidates.insert(0, "image_id", made["image_id"].to_numpy())
-    kept, dropped = drop_copies(candidates, labelled, config.near_duplicate_bits, phash_cache, progress)
+    kept, dropped = drop_copies(candidates, labelled, config.copies, embedding_cache, progress)
     for file in dropped["file"]:
         Path(file).unlink()
     recorded = Path(recorded_folder if recorded_folder is not None else folder)
@@ -400,7 +311,7 @@ def folder_pool(
     config: PoolConfig,
     labelled: pd.DataFrame,
     scan_cache: Path | None = None,
-    phash_cache: Path | None = None,
+    embedding_cache: Path | None = None,
     progress: bool = False,
 ) -> Pool:
     """Every image file under ``config.folders``, less bad files (listed with their reasons) and copies;
@@ -408,7 +319,7 @@ def folder_pool(
     require_distinct_ids(labelled["image_id"].tolist())
     files = folder_files(config.folders)
     candidates, bad = scanned_candidates(files, "folders", scan_cache, progress)
-    kept, dropped = drop_copies(candidates, labelled, config.near_duplicate_bits, phash_cache, progress)
+    kept, dropped = drop_copies(candidates, labelled, config.copies, embedding_cache, progress)
     kept.insert(0, "image_id", [ID_PREFIX + content for content in kept["file_hash"]])
     if len(bad):  # bad files first, then the copies
         dropped = pd.concat([bad, dropped], ignore_index=True) if len(dropped) else bad

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from iaakd.checkpoints import Checkpoint, fingerprint
 from iaakd.config import param
+from iaakd.data.copies import CopyConfig
 from iaakd.data.images import Preprocess
 from iaakd.errors import UserError
 from iaakd.models import create_backbone, normalisation
@@ -31,7 +32,7 @@ from iaakd.pretraining.pairs import pair_accuracy
 from iaakd.training import TrainingHistory, TrainingState, fit, resume, seeded
 
 CPU = torch.device("cpu")
-POOL_SOURCES = ("demo", "folders", "unlabeled")
+POOL_SOURCES = ("demo", "folders")
 OPTIMISERS = ("adam", "rmsprop")
 
 
@@ -41,6 +42,7 @@ class PretrainConfig:
     num_images: int = param(160, minimum=8, maximum=5000)  # demo: pool images generated
     folders: list[str] = field(default_factory=list)  # folders: any folders of photos, scanned
     seed: int = 0  # the pool (demo), its held-out part, the variants and the training
+    copies: CopyConfig = field(default_factory=CopyConfig)  # folders: copies of labelled images dropped
     input_size: int | None = param(None, minimum=32)  # null: the student's input size
     distortions: list[str] | None = None  # distortion or group names; null: all three groups
     variants_per_image: int = param(8, above=0)  # sampled per pool image and step (the authors: all 171)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 
+from iaakd.data.copies import embedding_cache_file
 from iaakd.data.pool import (
     DROPPED_COLUMNS,
     Pool,
@@ -21,7 +23,6 @@ from iaakd.data.pool import (
     demo_pool,
     empty_pool,
     folder_pool,
-    phash_cache_file,
     write_manifest,
 )
 from iaakd.features import write_parquet_atomic
@@ -33,7 +34,7 @@ LATENT_SCORES = POOL_DIR / "latent_scores.parquet"  # demo only: for evaluation,
 SKIPPED = POOL_DIR / "skipped.csv"  # bad files and dropped copies, with what each copies
 METRICS = Path("metrics/pool.json")
 SCAN_CACHE = common.WORK_DIR / "scan" / "pool-cache.parquet"
-PHASH_CACHE = phash_cache_file(common.WORK_DIR / "pool")
+EMBEDDING_CACHE = embedding_cache_file(common.WORK_DIR / "copies")  # shared with the pretrain stage
 LISTED_IN_METRICS = 50  # dropped files named in metrics/pool.json; all of them are in skipped.csv
 
 
@@ -62,9 +63,9 @@ def build(config: PoolConfig, staging: Path) -> tuple[Pool, int]:
     labelled = labelled_images()
     progress = common.show_progress()
     if config.source == "demo":
-        pool = demo_pool(config, labelled, staging / "images", POOL_DIR / "images", PHASH_CACHE, progress)
+        pool = demo_pool(config, labelled, staging / "images", POOL_DIR / "images", EMBEDDING_CACHE, progress)
     else:
-        pool = folder_pool(config, labelled, SCAN_CACHE, PHASH_CACHE, progress)
+        pool = folder_pool(config, labelled, SCAN_CACHE, EMBEDDING_CACHE, progress)
     return pool, len(labelled)
 
 
@@ -94,7 +95,7 @@ def main(_argv: list[str]) -> None:
         METRICS,
         {
             **pool.counts,
-            "near_duplicate_bits": config.near_duplicate_bits,
+            "copies": asdict(config.copies),
             "labelled_images_compared": compared,
             # the first few (a missing match is null); all of them in data/pool/skipped.csv
             "dropped_files": pool.dropped.head(LISTED_IN_METRICS).to_dict(orient="records"),

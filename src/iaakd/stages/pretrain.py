@@ -9,12 +9,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 from iaakd.data.demo import generate_good_pool
-from iaakd.data.scan import IMAGE_SUFFIXES, scan_images
+from iaakd.data.pool import PoolConfig, folder_pool
 from iaakd.errors import UserError
 from iaakd.plots import note_figure, training_curves
 from iaakd.pretrained import save_backbone, save_switched_off
 from iaakd.pretraining.train import PretrainConfig, pretrain_backbone, student_preprocess
 from iaakd.stages import common
+from iaakd.stages.pool import EMBEDDING_CACHE, labelled_images
 from iaakd.stages.student import student_config
 
 MODEL = Path("models/pretrain.pt")
@@ -34,27 +35,21 @@ def pool_images(config: PretrainConfig) -> tuple[list[str], list[dict]]:
             generate_good_pool(staging, config.num_images, config.seed, progress=common.show_progress())
             staging.replace(folder)
         return sorted(str(path) for path in folder.glob("*.jpg")), []
-    if config.source == "unlabeled":
-        raise UserError("params: pretrain.source=unlabeled needs the CSKD pool stage, which this version lacks;"
-                        " use demo or folders")  # fmt: skip
     if not config.folders:
         raise UserError(
             "params: pretrain.source=folders needs pretrain.folders (a list of folders of photos)"
         )
-    files = []
     for folder in map(Path, config.folders):
         if not folder.is_dir():
             raise UserError(f"params: pretrain.folders: {folder} is not a folder")
-        files += sorted(str(p) for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    scans = scan_images(
-        files, common.WORK_DIR / "scan" / "pretrain-cache.parquet", progress=common.show_progress()
-    )
-    usable = scans["problem"].isna().to_numpy()
-    skipped = [
-        {"file": f, "reason": r}
-        for f, r in zip(scans["path"][~usable], scans["problem"][~usable], strict=True)
-    ]
-    return [f for f, ok in zip(files, usable, strict=True) if ok], skipped
+    # the folders' photos less bad files and every copy of a labelled image (train, validation or test):
+    # the unlabelled pool's own scan and copy detector
+    pool = folder_pool(PoolConfig(source="folders", folders=config.folders, copies=config.copies),
+                       labelled_images(), common.WORK_DIR / "scan" / "pretrain-cache.parquet", EMBEDDING_CACHE,
+                       progress=common.show_progress())  # fmt: skip
+    skipped = [{"file": row.file, "reason": f"{row.kind}: {row.reason}" + (f" ({row.match})" if isinstance(row.match, str) else "")}
+               for row in pool.dropped.itertuples(index=False)]  # fmt: skip
+    return pool.manifest["path"].tolist(), skipped
 
 
 def switched_off(reason: str) -> None:
