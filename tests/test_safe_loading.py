@@ -54,10 +54,17 @@ def test_the_crafted_file_really_calls_a_shell_command_when_unpickled(tmp_path):
     assert not marker.exists()
 
 
+def load_pretrained_backbone(path: Path):
+    """models/pretrain.pt (and models/align.pt) as the student stage loads it."""
+    from iaakd.pretrained import load_backbone
+
+    return load_backbone(path, "pretrain", "tf_efficientnet_lite0")
+
+
 @pytest.mark.parametrize(
     "loader",
-    [load_student, load_distiller, lambda path: Checkpoint(path.parent).load()],
-    ids=["student", "distiller", "training-checkpoint"],
+    [load_student, load_distiller, lambda path: Checkpoint(path.parent).load(), load_pretrained_backbone],
+    ids=["student", "distiller", "training-checkpoint", "pretrain-backbone"],
 )
 def test_crafted_pickle_is_refused_and_its_payload_never_runs(tmp_path, loader):
     marker = tmp_path / "ran"
@@ -108,7 +115,7 @@ def test_random_truncated_or_empty_files_are_refused_in_one_line(tmp_path, damag
         "empty": b"",
     }[damage]
     path.write_bytes(damaged)
-    for loader in (load_student, load_distiller):
+    for loader in (load_student, load_distiller, load_pretrained_backbone):
         with pytest.raises(UserError, match=r"distiller\.pt: not a .* checkpoint") as error:
             loader(path)
         assert "\n" not in str(error.value)
