@@ -123,10 +123,10 @@ def test_the_unlabelled_pool_stage_drops_a_rotated_copy_of_a_test_photo(real_pho
     TRANSFORMS["rotated 270°"](load_rgb(real_photos[1])).save(folder / "rotated_test.jpg", quality=92)
     load_rgb(real_photos[5]).save(folder / "other.jpg", quality=92)
     section = {"source": "folders", "num_images": 20, "folders": ["photos"], "seed": 1,
-               "copies": {"shortlist": 8, "min_inliers": 60}}  # fmt: skip
+               "copies": {"shortlist": 8, "min_inliers": 100}}  # fmt: skip
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"unlabeled": section}))
     pool_stage.main([])
     metrics = json.loads((tmp_path / "metrics" / "pool.json").read_text())
     assert metrics["near_copies_dropped"] == {"of_labelled": 1, "within_pool": 0} and metrics["kept"] == 1
     assert metrics["dropped_files"][0]["match"] == labels["image_id"][1]
-    assert metrics["copies"] == {"shortlist": 8, "min_inliers": 60}
+    assert metrics["copies"] == {"shortlist": 8, "min_inliers": 100}

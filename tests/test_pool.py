@@ -64,7 +64,7 @@ def write_labels(repo: Path, files: list[Path], splits: list[str]) -> pd.DataFra
 
 def write_params(repo: Path, unlabeled: dict) -> None:
     section = {"source": "none", "num_images": 20, "folders": [], "seed": 1,
-               "copies": {"shortlist": 8, "min_inliers": 60}}  # fmt: skip
+               "copies": {"shortlist": 8, "min_inliers": 100}}  # fmt: skip
     (repo / "params.yaml").write_text(yaml.safe_dump({"unlabeled": {**section, **unlabeled}}))
 
 
