@@ -14,6 +14,9 @@ from pathlib import Path
 
 import yaml
 
+from iaakd.errors import UserError
+from iaakd.stages.params_file import read_params
+
 
 def merge(params: dict, preset: dict, prefix: str = "") -> None:
     for key, value in preset.items():
@@ -33,9 +36,12 @@ def main() -> None:
     parser.add_argument("preset", type=Path)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args()
-    params = yaml.safe_load(args.params.read_text())
-    try:
-        merge(params, yaml.safe_load(args.preset.read_text()))
+    try:  # read as DVC reads YAML (1e-4 a number), so the written file says what DVC will read
+        params, preset = read_params(args.params), read_params(args.preset)
+        merge(params, preset)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
     except KeyError as error:
         print(f"error: {args.preset}: key {error.args[0]} is not in {args.params}", file=sys.stderr)
         sys.exit(1)

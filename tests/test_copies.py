@@ -5,6 +5,7 @@ and both pools (CSKD's unlabelled pool, the pretraining pool from folders) drop 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -130,3 +131,37 @@ def test_the_unlabelled_pool_stage_drops_a_rotated_copy_of_a_test_photo(real_pho
     assert metrics["near_copies_dropped"] == {"of_labelled": 1, "within_pool": 0} and metrics["kept"] == 1
     assert metrics["dropped_files"][0]["match"] == labels["image_id"][1]
     assert metrics["copies"] == {"shortlist": 8, "min_inliers": 100}
+
+
+# The pool images (unlabeled.seed 1) the perceptual hash within 6 bits took for copies of labelled images of the
+# default demo, with the labelled image each was taken for: independent images, generated apart
+PHASH_CONFUSED = [("pool-demo-000052", "100435"), ("pool-demo-000073", "100593"), ("pool-demo-000140", "100686"),
+                  ("pool-demo-000156", "100579"), ("pool-demo-000189", "100607")]  # fmt: skip
+
+
+def test_the_demo_images_the_perceptual_hash_took_for_copies_are_kept(tmp_path):
+    from iaakd.data.demo import generate_demo
+    from iaakd.data.pool import make_demo_images
+    from iaakd.stages.demo import demo_config
+    from iaakd.stages.params_file import with_overrides
+
+    params = yaml.safe_load(subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=REPO_ROOT, capture_output=True,
+                                           text=True, check=True).stdout)  # fmt: skip
+    generate_demo(tmp_path / "demo", demo_config(with_overrides(params, [])), progress=False)
+    made = make_demo_images(tmp_path / "pool", 200, seed=params["unlabeled"]["seed"]).set_index("image_id")
+    pool = [str(made.at[pool_id, "file"]) for pool_id, _ in PHASH_CONFUSED]
+    labelled = [str(tmp_path / "demo" / "images" / f"{image_id}.jpg") for _, image_id in PHASH_CONFUSED]
+    found = find_copies(pool, embeddings(pool, content_keys(pool)), labelled, embeddings(labelled, content_keys(labelled)),
+                        CONFIG)  # fmt: skip
+    assert (found.match == -1).all(), found.inliers.tolist()
+
+
+def test_a_copy_of_a_dropped_copy_names_the_kept_original(real_photos, tmp_path):
+    original = real_photos[0]
+    once, twice = tmp_path / "once.jpg", tmp_path / "twice.jpg"
+    crop = TRANSFORMS["cropped 90 % (corner)"]
+    crop(load_rgb(original)).save(once, quality=92)
+    crop(load_rgb(once)).save(twice, quality=92)
+    pool = [original, str(once), str(twice)]
+    vectors = embeddings(pool, content_keys(pool))
+    assert find_copies(pool, vectors, pool, vectors, CONFIG, earlier_only=True).match.tolist() == [-1, 0, 0]

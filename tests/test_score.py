@@ -103,3 +103,24 @@ def test_frozen_backbone_stays_bit_identical_and_the_head_moves(tiny_demo, freez
     head_same = torch.equal(before.output.weight, model.output.weight)
     assert backbone_same is freeze
     assert not head_same
+
+
+def test_the_iaakd_score_entry_point_is_iaakd_score(trained_student, tmp_path, monkeypatch, capsys):
+    """pyproject's `iaakd-score = iaakd.cli:score_main`: the same command, its arguments after the name."""
+    from iaakd.cli import score_main
+
+    _, _, checkpoint, paths = trained_student
+    monkeypatch.setattr(sys, "argv", ["iaakd-score", str(checkpoint), *paths[:2]])
+    with pytest.raises(SystemExit) as exit_:
+        score_main()
+    assert exit_.value.code == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [row["path"] for row in rows] == sorted(paths[:2]) and all(row["error"] == "" for row in rows)
+
+
+def test_python_m_iaakd_dot_score_says_which_command_to_run_and_fails():
+    """It ran the command before `iaakd.score` stopped importing the CLI; now one line says what to type."""
+    result = subprocess.run(
+        [sys.executable, "-m", "iaakd.score", "x.pt", "y.jpg"], capture_output=True, text=True
+    )
+    assert result.returncode == 1 and "python -m iaakd score" in result.stderr and result.stdout == ""

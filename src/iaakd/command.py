@@ -8,6 +8,7 @@ Exit status 1: bad usage, a bad model or output path, a missing extra; ``score``
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -82,9 +83,13 @@ def run_command(run: Callable[[argparse.Namespace], int], args: argparse.Namespa
         if extra is None:
             raise
         fail(f"this command needs {error.name}, in the '{extra}' extra: pip install 'iaakd[{extra}]'")
+    except BrokenPipeError:  # stdout closed early (`| head`): not an error of ours, and nothing more to say
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stdout at exit
+        sys.exit(EXIT_USAGE)
     except OSError as error:  # a file the command reads or writes: permissions, a full disk, ...
-        where = f"{error.filename}: " if error.filename else ""
-        fail(f"{where}{error.strerror or first_line(error)}")
+        if error.filename is None:
+            raise  # not a file of the user's: the traceback is the report
+        fail(f"{error.filename}: {error.strerror or first_line(error)}")
     sys.exit(status)
 
 

@@ -309,3 +309,7 @@ def run(args: argparse.Namespace) -> int:
         )
     summarise(tally, len(paths), before, str(args.out) if args.out else "stdout")
     return EXIT_FAILED if failed else EXIT_OK
+
+
+if __name__ == "__main__":  # the command is `iaakd score`, `iaakd-score` or `python -m iaakd score`
+    sys.exit("error: run `python -m iaakd score ...` (or `iaakd score`, `iaakd-score`)")

@@ -78,7 +78,7 @@ def collect_paths(inputs: Sequence[str]) -> list[str]:
 
 def read_path_list(path: Path) -> list[str]:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8", errors="surrogateescape").splitlines()  # any file name
     except (OSError, UnicodeDecodeError) as error:
         raise UserError(f"cannot read the list @{path}: {error}") from None
     entries = (line.strip() for line in lines)

@@ -21,6 +21,7 @@ params.yaml or knows of DVC.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,7 @@ RATIO = 0.8  # Lowe's ratio test
 RANSAC_PIXELS = 5.0
 BORDER_TOLERANCE = 10  # a border row or column within this of the corner's colour (of 255) is letterbox
 CACHE_VERSION = 1
+CACHE_CHUNK = 256  # images embedded between two writes of the cache
 
 
 @dataclass(frozen=True)
@@ -119,17 +121,17 @@ def embeddings(
         if content not in cached:
             todo.setdefault(content, path)
     if todo:
-        embedder, files, chunk = Embedder(), list(todo.values()), 64
+        embedder, contents, files = Embedder(), list(todo), list(todo.values())
         with tqdm(total=len(files), desc=f"embeddings of {what}", unit="img", disable=not progress) as bar:
-            for start in range(0, len(files), chunk):
-                values = embedder(files[start : start + chunk])
-                for content, value in zip(list(todo)[start : start + chunk], values, strict=True):
+            for start in range(0, len(files), CACHE_CHUNK):
+                values = embedder(files[start : start + CACHE_CHUNK])
+                for content, value in zip(contents[start : start + CACHE_CHUNK], values, strict=True):
                     cached[content] = value.astype(np.float16).tobytes()
                 bar.update(len(values))
-        if cache_file is not None:
-            table = pa.table({"file_hash": pa.array(list(cached), pa.string()),
-                              "embedding": pa.array(list(cached.values()), pa.binary())})  # fmt: skip
-            write_parquet_atomic(table, Path(cache_file))
+                if cache_file is not None:  # kept as it grows: an interrupted run loses one chunk at most
+                    table = pa.table({"file_hash": pa.array(list(cached), pa.string()),
+                                      "embedding": pa.array(list(cached.values()), pa.binary())})  # fmt: skip
+                    write_parquet_atomic(table, Path(cache_file))
     if not len(file_hashes):
         return np.zeros((0, ROTATIONS, 0), np.float32)
     stacked = np.stack([np.frombuffer(cached[content], dtype=np.float16) for content in file_hashes])
@@ -137,8 +139,10 @@ def embeddings(
 
 
 def embedding_cache_file(work_dir: Path) -> Path:
-    """Where the copy detector's embeddings are kept between runs (outside DVC's outputs)."""
-    return Path(work_dir) / f"copy-embeddings-v{CACHE_VERSION}.parquet"
+    """Where the copy detector's embeddings are kept between runs (outside DVC's outputs); named after what
+    makes an embedding, so a change of any of it starts a new cache."""
+    made_by = f"{CACHE_VERSION}-{EMBEDDER}-{EMBED_SIDE}-{ROTATIONS}-{BORDER_TOLERANCE}"
+    return Path(work_dir) / f"copy-embeddings-{hashlib.sha256(made_by.encode()).hexdigest()[:12]}.parquet"
 
 
 # --- verification ------------------------------------------------------------------------------------
@@ -214,7 +218,7 @@ def find_copies(
     reference_keypoints: dict[int, Keypoints] = {}
     for row in tqdm(range(count), desc="copies verified", unit="img", disable=not progress):
         candidates = [int(index) for index in shortlists[row] if index >= 0]
-        if earlier_only:  # a copy of an earlier pool image that is itself a copy: matched to what it copies
+        if earlier_only:  # compared with kept earlier images only (a dropped one's slot stays unused)
             candidates = [index for index in candidates if found.match[index] < 0]
         if not candidates:
             continue
@@ -246,7 +250,11 @@ def nearest(
         similarity = (queries[start:stop] @ flat.T).reshape(stop - start, len(references), -1).max(axis=2)
         if earlier_only:
             similarity[np.arange(len(references))[None, :] >= np.arange(start, stop)[:, None]] = -np.inf
-        order = np.argsort(-similarity, axis=1, kind="stable")[:, :count]
+        top = min(count, similarity.shape[1])
+        head = np.argpartition(-similarity, top - 1, axis=1)[:, :top]  # the best, unordered, then ordered
+        order = np.take_along_axis(
+            head, np.argsort(-np.take_along_axis(similarity, head, axis=1), axis=1), axis=1
+        )
         valid = np.isfinite(np.take_along_axis(similarity, order, axis=1))
         shortlists[start:stop, : order.shape[1]] = np.where(valid, order, -1)
     return shortlists

@@ -58,14 +58,15 @@ def decode_problem(error: BaseException) -> str:
     return first_line(error, 100)
 
 
-SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # Pillow's 16-bit (and 32-bit integer) greys
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")  # Pillow's 16-bit greys
 
 
 def as_rgb(image: Image.Image) -> Image.Image:
     """8-bit RGB, the networks' input. Pillow's ``convert("RGB")`` clips a 16-bit grey image (PNG, TIFF) at
     255, so nearly every pixel turns white; such an image is first scaled from its 16-bit range
-    (0-65535, rounded to 0-255). 16-bit RGB files already decode to 8-bit RGB in Pillow."""
-    if image.mode in SIXTEEN_BIT_MODES:
+    (0-65535, rounded to 0-255), as is a 32-bit integer grey ("I") whose values exceed 255. 16-bit RGB files
+    already decode to 8-bit RGB in Pillow."""
+    if image.mode in SIXTEEN_BIT_MODES or (image.mode == "I" and image.getextrema()[1] > 255):
         values = np.asarray(image).astype(np.float64)
         eight_bit = np.rint(np.clip(values, 0, 65535) / 257.0).astype(np.uint8)
         image = Image.fromarray(eight_bit, "L")

@@ -40,6 +40,7 @@ def with_overrides(params: dict, assignments: Sequence[str]) -> dict:
     through a params file of its own: ``params`` and params.yaml are never written."""
     from dvc.exceptions import InvalidArgumentError
     from dvc.utils.hydra import apply_overrides
+    from omegaconf.errors import OmegaConfBaseException
 
     for assignment in assignments:
         key, separator, _ = assignment.partition("=")
@@ -56,7 +57,7 @@ def with_overrides(params: dict, assignments: Sequence[str]) -> dict:
         for assignment in assignments:
             try:
                 apply_overrides(copy, [assignment])
-            except InvalidArgumentError as error:
+            except (InvalidArgumentError, OmegaConfBaseException) as error:
                 cause = error.__cause__ if error.__cause__ is not None else error
                 raise UserError(f"-S {assignment}: {first_line(cause)}") from None
         return read_params(copy)
