@@ -1,4 +1,4 @@
-"""``iaakd``: one command for a trained student. ``iaakd score``, ``iaakd export``, ``iaakd explain``, ``iaakd plan``.
+"""``iaakd``: one command for a trained student. ``iaakd score``, ``export``, ``explain``, ``compare``, ``plan``.
 
 Bad input ends in one line, ``error: ...``, with exit status 1; ``score`` and ``explain`` exit with 2 when
 some files could not be read (their rows say why). ``iaakd-score`` and ``python -m iaakd score`` are
@@ -14,7 +14,7 @@ from iaakd.command import Parser, run_command
 
 
 def build_parser(prog: str = "iaakd") -> argparse.ArgumentParser:
-    from iaakd import explain, export, score
+    from iaakd import compare, explain, export, score
 
     parser = Parser(prog=prog, description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -29,6 +29,10 @@ def build_parser(prog: str = "iaakd") -> argparse.ArgumentParser:
     explain.add_arguments(
         commands.add_parser("explain", help="LayerCAM heat maps and a contact sheet of the best and worst",
                             description=explain.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    )  # fmt: skip
+    compare.add_arguments(
+        commands.add_parser("compare", help="is the difference between two revisions real? (dvc metrics diff's twin)",
+                            description=compare.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     )  # fmt: skip
     plan = commands.add_parser(
         "plan", help="backbone sizes and feature storage (python -m iaakd.plan)", add_help=False
@@ -53,6 +57,8 @@ def _run(args: argparse.Namespace) -> int:
         from iaakd.score import run
     elif args.command == "export":
         from iaakd.export import run
+    elif args.command == "compare":
+        from iaakd.compare import run
     else:
         from iaakd.explain import run
     return run(args)

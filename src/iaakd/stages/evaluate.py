@@ -9,6 +9,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from iaakd.atomic import atomic_write_text
 from iaakd.config import param
 from iaakd.costs import backbone_costs, gmacs
 from iaakd.data.ava import CATEGORY_TAGS
@@ -16,10 +17,13 @@ from iaakd.data.tables import ground_truth, has_tags, tags
 from iaakd.metrics import bootstrap_srcc_ci, require_finite_predictions, srcc
 from iaakd.models import count_parameters
 from iaakd.plots import predictions
+from iaakd.predictions import Predictions
 from iaakd.stages import common
 from iaakd.student import checkpoint_task, load_student, predict
 from iaakd.tasks import Task
 from iaakd.teacher import load_distiller
+
+PREDICTIONS = Path("reports/predictions.json")  # every test image's predictions (iaakd compare reads them)
 
 
 @dataclass(frozen=True)
@@ -160,6 +164,8 @@ def main(_argv: list[str]) -> None:
     report["provenance"] = common.provenance(device=str(device), precision=precision)
     common.write_json(Path("metrics/evaluate.json"), report)
     outputs = {"teacher": teacher_output, "student": student_output}
+    kept = Predictions.of(task, image_ids, true_score, true_distribution, outputs)
+    atomic_write_text(PREDICTIONS, kept.to_json())
     predictions(
         {name: task.predicted_score(output) for name, output in outputs.items()},
         true_score,
