@@ -22,6 +22,9 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before anything imports torch (above)
+# No test reaches the real Hub (this machine and CI have no internet); the weights tests serve their own on the
+# loopback and switch this off for their commands (tests/hub_stand_in.py)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import re
 import shutil
 import signal

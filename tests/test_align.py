@@ -21,7 +21,7 @@ from iaakd.align import (
     student_input,
 )
 from iaakd.errors import UserError
-from iaakd.models import backbones, create_backbone
+from iaakd.models import create_backbone, hub
 from iaakd.pretrained import load_backbone, save_backbone, save_switched_off
 from iaakd.stages import align as align_stage
 from iaakd.student import StudentConfig, build_student
@@ -103,7 +103,8 @@ def test_an_unknown_encoder_is_one_line_naming_align_encoder():
 
 
 def test_an_encoder_without_offline_weights_stops_instead_of_running_with_random_ones(monkeypatch):
-    monkeypatch.setattr(backbones, "_hf_cache_path", lambda model: None)  # nothing in the HF cache for it
+    monkeypatch.setattr(hub, "cached", lambda repo_id: None)  # nothing in the HF cache for it
+    monkeypatch.setattr(hub, "offline", lambda: True)  # and the Hub switched off (HF_HUB_OFFLINE=1)
     with pytest.raises(UserError, match=r"^params: align\.encoder_weights=auto for resnet18\.a1_in1k: no "
                                         r"pretrained weights .* or ask for weights=random by name$"):  # fmt: skip
         build_encoder(AlignConfig(encoder="resnet18.a1_in1k"))

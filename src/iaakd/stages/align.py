@@ -48,7 +48,9 @@ def switched_off(reason: str) -> None:
     """The cheap outputs of a stage nothing asks for: a checkpoint without weights, metrics and a plot that
     say why."""
     save_switched_off(MODEL, "align", reason)
-    common.write_json(METRICS, {"trained": False, "reason": reason})
+    common.write_metrics(
+        METRICS, {"trained": False, "reason": reason}, common.provenance(device=None, precision=None)
+    )
     PLOTS.mkdir(parents=True, exist_ok=True)
     atomic_write_text(PLOTS / "curves.csv", ",".join(CURVE_COLUMNS) + "\n")
     note_figure(PLOTS / "curves.png", f"align: not trained ({reason})")
@@ -112,7 +114,7 @@ def main(_argv: list[str]) -> None:
         "held_out_uncentred_cosine": uncentred,
     }
     save_backbone(MODEL, "align", result.backbone, result.weights_source, details)
-    common.write_json(
+    common.write_metrics(
         METRICS,
         {
             "trained": True,
@@ -133,8 +135,8 @@ def main(_argv: list[str]) -> None:
             },  # fmt: skip
             "backbone": student.backbone,
             "weights": result.weights_source["source"],
-            "provenance": common.provenance(device=str(device), precision="fp32"),
         },
+        provenance=common.provenance(device=str(device), precision="fp32"),
     )
     alignment_curves(result.history.rows, cosine, PLOTS)
     print(f"align: held-out cosine to {encoder['name']} {cosine['after']:.3f} (before {cosine['before']:.3f},"

@@ -115,6 +115,21 @@ def write_json(path: Path, payload: dict) -> None:
     atomic_write_text(path, json.dumps(round_floats(payload), indent=2, sort_keys=False) + "\n")
 
 
+PROVENANCE_DIR = Path("reports/provenance")
+
+
+def write_metrics(path: Path, metrics: dict, provenance: dict) -> None:
+    """A stage's measurements as its DVC metrics file (``metrics/NAME.json``: what ``dvc metrics diff`` and
+    ``dvc exp show`` list), and where and with what they were made beside it, not as a metric
+    (``reports/provenance/NAME.json``: git commit, versions, device, precision, threads)."""
+    write_json(path, metrics)
+    write_json(provenance_file(path), {"metrics": path.as_posix(), **provenance})
+
+
+def provenance_file(metrics_file: Path) -> Path:
+    return PROVENANCE_DIR / metrics_file.name
+
+
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 DEVICE_CHOICES = "cpu, cuda, cuda:<index> or mps (unset: cuda when available, else cpu)"
 

@@ -145,7 +145,7 @@ def main(_argv: list[str]) -> None:
     reasons = skipped["reason"].str.split(":").str[0].value_counts().to_dict()
     scores = labels["mean_score"].to_numpy()
     low, high = metadata["score_range"]
-    common.write_json(
+    common.write_metrics(
         Path("metrics/dataset.json"),
         {
             "rows": total,
@@ -165,8 +165,8 @@ def main(_argv: list[str]) -> None:
             if (low, high) == (1.0, 10.0)
             else None,  # AVA's units
             "votes_median": float(np.median(labels["n_votes"])) if metadata["has_votes"] else None,
-            "provenance": common.provenance(device=None, precision=None),  # no model ran
         },
+        provenance=common.provenance(device=None, precision=None),  # no model ran
     )
     print(f"dataset: {len(labels)} usable images, {len(skipped)} rows skipped (listed in {common.SKIPPED})")
 

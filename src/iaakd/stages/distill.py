@@ -73,7 +73,7 @@ def main(_argv: list[str]) -> None:
     train_ids = frame["image_id"].to_numpy()[parts["train"]]
     held_out = [(train_ids[folds == k].tolist(), fold) for k, fold in enumerate(fold_models)]
     save_distiller(common.DISTILLER_MODEL, model, config, task, backbones, metadata, held_out)
-    common.write_json(
+    common.write_metrics(
         Path("metrics/distill.json"),
         {
             **results,
@@ -84,8 +84,8 @@ def main(_argv: list[str]) -> None:
             "teacher_feature_dim": model.feature_dim,
             "backbones": backbones,
             "output": task.output,
-            "provenance": common.provenance(device="cpu", precision="fp32"),
         },
+        provenance=common.provenance(device="cpu", precision="fp32"),
     )
     training_curves(history.rows, Path("plots/distill"), "distiller")
     print(f"distill: val SRCC {results['val']['srcc']:.3f}, train SRCC {results['train']['srcc']:.3f}")

@@ -23,7 +23,9 @@ from iaakd.student import checkpoint_task, load_student, predict
 from iaakd.tasks import Task
 from iaakd.teacher import load_distiller
 
+METRICS = Path("metrics/evaluate.json")
 PREDICTIONS = Path("reports/predictions.json")  # every test image's predictions (iaakd compare reads them)
+PER_CATEGORY = Path("reports/per_category.json")  # Table IX, the teacher's and the student's
 
 
 @dataclass(frozen=True)
@@ -156,13 +158,14 @@ def main(_argv: list[str]) -> None:
     # The constant predictor says "high" for everything when most training images are high (about 71 % on AVA).
     constant_high = train_above >= 0.5
     report["constant_predictor_acc"] = float(((true_score > config.cutoff) == constant_high).mean())
-    report["per_category"] = per_category(test, student_output, task)
-    report["per_category_teacher"] = per_category(test, teacher_output, task)
-    if not report["per_category"]:
-        report["per_category_empty_because"] = no_categories_because(test)
+    categories = {"n": len(test), "per_category": per_category(test, student_output, task),
+                  "per_category_teacher": per_category(test, teacher_output, task)}  # fmt: skip
+    if not categories["per_category"]:
+        categories["per_category_empty_because"] = no_categories_because(test)
     report["student_backbone"] = checkpoint["backbone"]
-    report["provenance"] = common.provenance(device=str(device), precision=precision)
-    common.write_json(Path("metrics/evaluate.json"), report)
+    provenance = common.provenance(device=str(device), precision=precision)
+    common.write_metrics(METRICS, report, provenance)
+    common.write_json(PER_CATEGORY, {**categories, "provenance": provenance})  # a table, not metrics to diff
     outputs = {"teacher": teacher_output, "student": student_output}
     kept = Predictions.of(task, image_ids, true_score, true_distribution, outputs)
     atomic_write_text(PREDICTIONS, kept.to_json())

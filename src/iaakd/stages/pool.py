@@ -91,7 +91,7 @@ def main(_argv: list[str]) -> None:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    common.write_json(
+    common.write_metrics(
         METRICS,
         {
             **pool.counts,
@@ -99,8 +99,8 @@ def main(_argv: list[str]) -> None:
             "labelled_images_compared": compared,
             # the first few (a missing match is null); all of them in data/pool/skipped.csv
             "dropped_files": pool.dropped.head(LISTED_IN_METRICS).to_dict(orient="records"),
-            "provenance": common.provenance(device=None, precision=None),  # no model ran
         },
+        provenance=common.provenance(device=None, precision=None),  # no model ran
     )
     counts = pool.counts
     exact, near = sum(counts["exact_copies_dropped"].values()), sum(counts["near_copies_dropped"].values())

@@ -56,7 +56,9 @@ def switched_off(reason: str) -> None:
     """The cheap outputs of a stage nothing asks for: a checkpoint without weights, metrics and a plot that
     say why."""
     save_switched_off(MODEL, "pretrain", reason)
-    common.write_json(METRICS, {"trained": False, "reason": reason})
+    common.write_metrics(
+        METRICS, {"trained": False, "reason": reason}, common.provenance(device=None, precision=None)
+    )
     PLOTS.mkdir(parents=True, exist_ok=True)
     (PLOTS / "curves.csv").write_text("epoch,train_loss,val_loss,val_pair_accuracy\n", encoding="utf-8")
     note_figure(PLOTS / "curves.png", f"pretrain: not trained ({reason})")
@@ -83,7 +85,7 @@ def main(_argv: list[str]) -> None:
                                device=device, work_root=common.WORK_DIR / "pretrain")  # fmt: skip
     details = {"config": asdict(config), "preprocess": preprocess.as_dict(), "pool_images": len(pool)}
     save_backbone(MODEL, "pretrain", result.backbone, result.weights_source, details)
-    common.write_json(
+    common.write_metrics(
         METRICS,
         {
             "trained": True,
@@ -95,8 +97,8 @@ def main(_argv: list[str]) -> None:
             "task": config.task,
             "backbone": student.backbone,
             "weights": result.weights_source["source"],
-            "provenance": common.provenance(device=str(device), precision="fp32"),
         },
+        provenance=common.provenance(device=str(device), precision="fp32"),
     )
     training_curves(result.history.rows, PLOTS, "pretrain")
     overall = result.accuracy_after["overall"]

@@ -66,7 +66,7 @@ def main(_argv: list[str]) -> None:
     used = unlabeled_schedule(config, len(train.paths), len(unlabeled.paths) if unlabeled else 0, ranks)
     save_student(common.STUDENT_MODEL, model, preprocess, config, weights_source, task, data_source,
                  unlabeled_images=used.images_used)  # fmt: skip
-    common.write_json(
+    common.write_metrics(
         Path("metrics/student.json"),
         {
             "val_srcc": last["val_srcc"],
@@ -79,8 +79,15 @@ def main(_argv: list[str]) -> None:
             "init": config.init,
             "unlabeled": used.images_used,  # unlabelled images the semi-supervised KD drew (0: switched off)
             "weights": weights_source["source"],
-            "provenance": common.provenance(device=str(device), precision=config.precision),
+            # which file: the Hub repository and commit it was resolved at, and its SHA-256 (string values:
+            # `dvc metrics diff` lists them only when they change)
+            **{
+                f"weights_{key}": weights_source[key]
+                for key in ("hub_id", "revision", "sha256")
+                if weights_source.get(key)
+            },
         },
+        provenance=common.provenance(device=str(device), precision=config.precision),
     )
     training_curves(history.rows, Path("plots/student"), "student")
     print(f"student: val SRCC {last['val_srcc']}")
