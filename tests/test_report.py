@@ -44,11 +44,19 @@ def committed_file(path: str) -> bytes:
 
 @pytest.fixture
 def results_repo(tmp_path) -> Path:
-    """This repository's committed README.md, params.yaml, results/ and metrics/evaluate.json (read from git
-    HEAD), committed in a new git repository."""
+    """This repository's committed README.md, params.yaml, results/, metrics/evaluate.json and
+    reports/per_category.json (read from git HEAD), committed in a new git repository."""
     repo = tmp_path / "repo"
     listed = subprocess.run(
-        ["git", "ls-files", "README.md", "params.yaml", "metrics/evaluate.json", "results"],
+        [
+            "git",
+            "ls-files",
+            "README.md",
+            "params.yaml",
+            "metrics/evaluate.json",
+            "reports/per_category.json",
+            "results",
+        ],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

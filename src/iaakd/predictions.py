@@ -14,7 +14,7 @@ from iaakd.errors import UserError
 from iaakd.tasks import Task
 
 FORMAT = 1
-MODELS = ("teacher", "student")
+MODELS = ("student", "teacher")  # the student first: the model this project makes
 DIGITS = 7  # float32 outputs to the precision they have
 
 
