@@ -237,19 +237,39 @@ _VALIDATE_INSTEAD = (
 )
 
 
+# README "Your own experiment": its blocks run after the paper's, from the baseline again, the grid at two seeds
+OWN_TO_TINY = {
+    "-S 'student.seed=0,1,2'": "-S 'student.seed=0,1'",
+    "iaakd compare grid-1,grid-2,grid-3 grid-4,grid-5,grid-6": "iaakd compare grid-1,grid-2 grid-3,grid-4 --json",
+}
+BASELINE_AGAIN = "git checkout -q -- params.yaml dvc.lock metrics plots reports && dvc checkout -q\n"
+
+
+def readme_block(name: str) -> str:
+    """README's ``<!-- commands:NAME -->`` shell block."""
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(rf"<!-- commands:{name} -->\n```sh\n(.*?)```\n<!-- /commands:{name} -->", readme, re.S)
+    assert block, f"README.md has no <!-- commands:{name} --> block"
+    return block.group(1)
+
+
 def reproduction_commands() -> str:
     """README's <!-- commands:paper --> block, with PAPER_TO_TINY's replacements, and its ``exp`` redefined
-    to record VALIDATED_ONLY's commands instead of running them."""
-    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
-    block = re.search(r"<!-- commands:paper -->\n```sh\n(.*?)```\n<!-- /commands:paper -->", readme, re.S)
-    assert block, "README.md has no <!-- commands:paper --> block"
-    commands = block.group(1)
+    to record VALIDATED_ONLY's commands instead of running them; then, from the baseline again, the "Your own
+    experiment" blocks (<!-- commands:own -->, <!-- commands:grid --> with OWN_TO_TINY's replacements)."""
+    commands = readme_block("paper")
     for paper, tiny in PAPER_TO_TINY.items():
         assert paper in commands, f"{paper} is no longer in the README's commands: update PAPER_TO_TINY"
         commands = commands.replace(paper, tiny)
     definition, rest = commands.split("\n", 1)
     assert definition.startswith("exp() {"), "the README's block no longer starts by defining exp()"
-    return definition + "\n" + _VALIDATE_INSTEAD + rest
+    own = readme_block("own") + readme_block("grid")
+    for readme, tiny in OWN_TO_TINY.items():
+        assert readme in own, (
+            f"{readme} is no longer in the README's own-experiment blocks: update OWN_TO_TINY"
+        )
+        own = own.replace(readme, tiny)
+    return definition + "\n" + _VALIDATE_INSTEAD + rest + BASELINE_AGAIN + "echo '--- own experiment'\n" + own
 
 
 class Background:

@@ -9,9 +9,10 @@ import hashlib
 import json
 
 import pytest
+import yaml
 from conftest import run, stages_run
 from hub_stand_in import COMMIT, REPO, SERVED, HubStandIn, timm_safetensors
-from test_weights_hub import hub_env
+from test_weights_hub import hub_vars
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +30,7 @@ def test_dvc_exp_run_with_a_hub_backbone_downloads_once_then_runs_offline_and_co
     home = tmp_path / "hf"
     with HubStandIn({(REPO, "model.safetensors"): served_weights}) as hub:
         first = run(tiny_repo, "dvc", "exp", "run", "-n", "hub-student", "-S", f"student.backbone={SERVED}",
-                    env=hub_env(hub, home))  # fmt: skip
+                    env=hub_vars(hub, home))  # fmt: skip
         assert stages_run(first.stdout) >= {"student", "evaluate"} and hub.downloads() == 1
         student = json.loads((tiny_repo / "metrics" / "student.json").read_text())
         assert (student["weights"], student["weights_hub_id"], student["weights_revision"]) == (
@@ -40,7 +41,7 @@ def test_dvc_exp_run_with_a_hub_backbone_downloads_once_then_runs_offline_and_co
         assert student["weights_sha256"] == hashlib.sha256(served_weights).hexdigest()
         requests = len(hub.requests)
         again = run(tiny_repo, "dvc", "exp", "run", "-n", "hub-student-seed-1", "-S", f"student.backbone={SERVED}",
-                    "-S", "student.seed=1", env=hub_env(hub, home, offline=True))  # fmt: skip
+                    "-S", "student.seed=1", env=hub_vars(hub, home, offline=True))  # fmt: skip
         assert "student" in stages_run(again.stdout) and len(hub.requests) == requests  # not one request
         assert json.loads((tiny_repo / "metrics" / "student.json").read_text())["weights"] == "hf-cache"
 
@@ -65,7 +66,31 @@ def test_dvc_exp_run_with_a_hub_backbone_downloads_once_then_runs_offline_and_co
 
     # offline with an empty cache: one line naming the command that fetches
     result = run(tiny_repo, "dvc", "exp", "run", "-S", f"student.backbone={SERVED}", "-S", "student.seed=2",
-                 env=hub_env(None, tmp_path / "empty", offline=True), check=False)  # fmt: skip
+                 env=hub_vars(None, tmp_path / "empty", offline=True), check=False)  # fmt: skip
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode != 0 and len(errors) == 1, result.stderr
     assert f"`iaakd weights fetch {SERVED}`" in errors[0] and "Traceback" not in result.stderr
+
+
+def test_the_readme_own_experiment_blocks_ran_on_the_tiny_demo(reproduction_run):
+    """README "Your own experiment", both blocks as written (the grid at two seeds), at the end of the
+    reproduction script (conftest.py): `dvc metrics diff` printed measurements only, `iaakd compare` its
+    table, and the queued grid's runs are named grid-1..4 in the product's order and compare with paired seeds."""
+    repo, finished = reproduction_run
+    own = finished.stdout.split("--- own experiment", 1)[1]
+    diff_lines = [line for line in own.splitlines() if line.startswith("metrics/")]
+    assert any(line.startswith("metrics/evaluate.json") and "student.srcc" in line for line in diff_lines), (
+        own
+    )
+    assert not [line for line in diff_lines if "provenance" in line or "per_category" in line]
+    assert "Model    Metric  HEAD" in own and "95% interval" in own
+    arms = json.loads(own[own.index('{\n  "a": [') :])
+    assert arms["a"] == ["grid-1", "grid-2"] and arms["b"] == ["grid-3", "grid-4"]
+    assert arms["paired_seeds"] and arms["seeds"] == {"a": [0, 1], "b": [0, 1]}
+    for name, (kd, seed) in {"grid-1": (True, 0), "grid-2": (True, 1), "grid-3": (False, 0),
+                             "grid-4": (False, 1)}.items():  # fmt: skip
+        listed = run(repo, "git", "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps").stdout
+        refs = [line.split()[1] for line in listed.splitlines() if line.split()[0].endswith(f"/{name}")]
+        assert len(refs) == 1, (name, listed)
+        student = yaml.safe_load(run(repo, "git", "show", f"{refs[0]}:params.yaml").stdout)["student"]
+        assert (student["kd"]["enabled"], student["seed"]) == (kd, seed), name

@@ -28,13 +28,17 @@ def stand_in(served_weights):
         yield hub
 
 
-def hub_env(hub: HubStandIn | None, home: Path, offline: bool = False) -> dict[str, str]:
-    env = {**os.environ, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1" if offline else "0",
-           "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_XET": "1"}  # fmt: skip
-    env.pop("HF_HUB_CACHE", None)
+def hub_vars(hub: HubStandIn | None, home: Path, offline: bool = False) -> dict[str, str]:
+    """The Hub's variables for a command: the stand-in as its endpoint, a cache of the test's own."""
+    variables = {"HF_HOME": str(home), "HF_HUB_CACHE": str(home / "hub"), "HF_HUB_OFFLINE": "1" if offline else "0",
+                 "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_XET": "1"}  # fmt: skip
     if hub is not None:
-        env["HF_ENDPOINT"] = hub.endpoint
-    return env
+        variables["HF_ENDPOINT"] = hub.endpoint
+    return variables
+
+
+def hub_env(hub: HubStandIn | None, home: Path, offline: bool = False) -> dict[str, str]:
+    return {**os.environ, **hub_vars(hub, home, offline)}
 
 
 def iaakd(env: dict, *argv: str) -> subprocess.CompletedProcess:
