@@ -256,14 +256,15 @@ def readme_block(name: str) -> str:
 def reproduction_commands() -> str:
     """README's <!-- commands:paper --> block, with PAPER_TO_TINY's replacements, and its ``exp`` redefined
     to record VALIDATED_ONLY's commands instead of running them; then, from the baseline again, the "Your own
-    experiment" blocks (<!-- commands:own -->, <!-- commands:grid --> with OWN_TO_TINY's replacements)."""
+    experiment" blocks (<!-- commands:own -->, <!-- commands:grid --> with OWN_TO_TINY's replacements, then
+    <!-- commands:other -->)."""
     commands = readme_block("paper")
     for paper, tiny in PAPER_TO_TINY.items():
         assert paper in commands, f"{paper} is no longer in the README's commands: update PAPER_TO_TINY"
         commands = commands.replace(paper, tiny)
     definition, rest = commands.split("\n", 1)
     assert definition.startswith("exp() {"), "the README's block no longer starts by defining exp()"
-    own = readme_block("own") + readme_block("grid")
+    own = readme_block("own") + readme_block("grid") + readme_block("other")
     for readme, tiny in OWN_TO_TINY.items():
         assert readme in own, (
             f"{readme} is no longer in the README's own-experiment blocks: update OWN_TO_TINY"

@@ -84,7 +84,8 @@ def test_the_readme_own_experiment_blocks_ran_on_the_tiny_demo(reproduction_run)
     )
     assert not [line for line in diff_lines if "provenance" in line or "per_category" in line]
     assert "Model    Metric  HEAD" in own and "95% interval" in own
-    arms = json.loads(own[own.index('{\n  "a": [') :])
+    start = own.index('{\n  "a": [')
+    arms = json.loads(own[start : own.index("\n}\n", start) + 2])
     assert arms["a"] == ["grid-1", "grid-2"] and arms["b"] == ["grid-3", "grid-4"]
     assert arms["paired_seeds"] and arms["seeds"] == {"a": [0, 1], "b": [0, 1]}
     for name, (kd, seed) in {"grid-1": (True, 0), "grid-2": (True, 1), "grid-3": (False, 0),
@@ -94,3 +95,9 @@ def test_the_readme_own_experiment_blocks_ran_on_the_tiny_demo(reproduction_run)
         assert len(refs) == 1, (name, listed)
         student = yaml.safe_load(run(repo, "git", "show", f"{refs[0]}:params.yaml").stdout)["student"]
         assert (student["kd"]["enabled"], student["seed"]) == (kd, seed), name
+    # the other experiments: ran, the last one's student on random weights asked for by name
+    workspace = json.loads((repo / "metrics" / "student.json").read_text())
+    assert workspace["backbone"].startswith("resnet18") and (workspace["weights"], workspace["epochs"]) == (
+        "random",
+        20,
+    )
