@@ -169,12 +169,12 @@ def main(_argv: list[str]) -> None:
     outputs = {"teacher": teacher_output, "student": student_output}
     kept = Predictions.of(task, image_ids, true_score, true_distribution, outputs)
     atomic_write_text(PREDICTIONS, kept.to_json())
-    predictions(
-        {name: task.predicted_score(output) for name, output in outputs.items()},
+    predictions(  # the plots from the kept scores and calls, not computed again
+        {name: model.score for name, model in kept.models.items()},
         true_score,
         config.cutoff,
         Path("plots/evaluate"),
-        {name: task.predicted_high(output) for name, output in outputs.items()},
+        {name: model.high for name, model in kept.models.items()},
     )
     print(
         f"evaluate: teacher SRCC {format_metric(report['teacher']['srcc'])}, "
