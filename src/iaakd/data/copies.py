@@ -224,6 +224,8 @@ def find_copies(
             continue
         image = load_rgb(query_paths[row])
         mine = (keypoints(image), keypoints(ImageOps.mirror(image)))
+        if earlier_only:  # one list: this image is a later row's reference, its keypoints found once
+            reference_keypoints.setdefault(row, mine[0])
         for index in candidates:
             if index not in reference_keypoints:
                 reference_keypoints[index] = keypoints(load_rgb(reference_paths[index]))
