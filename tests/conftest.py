@@ -20,11 +20,14 @@ that way, 12 min 30 s with one thread; the semi-supervised fixture 58 s, now und
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before anything imports torch (above)
 # No test reaches the real Hub (this machine and CI have no internet); the weights tests serve their own on the
 # loopback and switch this off for their commands (tests/hub_stand_in.py)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# ONNX exports the scorer caches (iaakd.runtime) go to a folder of this run, not the user's cache
+os.environ.setdefault("IAAKD_CACHE", tempfile.mkdtemp(prefix="iaakd-cache-"))
 import re
 import shutil
 import signal

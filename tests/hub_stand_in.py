@@ -6,8 +6,10 @@ recorded."""
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 SERVED = (
@@ -86,3 +88,16 @@ class HubStandIn:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def hub_vars(hub: HubStandIn | None, home: Path, offline: bool = False) -> dict[str, str]:
+    """The Hub's variables for a command: the stand-in as its endpoint, a cache of the test's own."""
+    variables = {"HF_HOME": str(home), "HF_HUB_CACHE": str(home / "hub"), "HF_HUB_OFFLINE": "1" if offline else "0",
+                 "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_XET": "1"}  # fmt: skip
+    if hub is not None:
+        variables["HF_ENDPOINT"] = hub.endpoint
+    return variables
+
+
+def hub_env(hub: HubStandIn | None, home: Path, offline: bool = False) -> dict[str, str]:
+    return {**os.environ, **hub_vars(hub, home, offline)}

@@ -26,7 +26,7 @@ def exported(tmp_path_factory) -> tuple[Path, Path, Path]:
     """One export of a tiny student (bicubic, 96 px, so the metadata must carry both) to ONNX and .pt2."""
     root = tmp_path_factory.mktemp("export")
     checkpoint = save_tiny_student(root / "student.pt", input_size=96, resize_filter="bicubic")
-    from iaakd.export import export_onnx, export_pt2, exported_program
+    from iaakd.onnx_export import export_onnx, export_pt2, exported_program
     from iaakd.scorer import Scorer
 
     scorer = Scorer.load(checkpoint, device="cpu")

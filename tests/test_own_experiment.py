@@ -11,8 +11,7 @@ import json
 import pytest
 import yaml
 from conftest import run, stages_run
-from hub_stand_in import COMMIT, REPO, SERVED, HubStandIn, timm_safetensors
-from test_weights_hub import hub_vars
+from hub_stand_in import COMMIT, REPO, SERVED, HubStandIn, hub_vars, timm_safetensors
 
 pytestmark = pytest.mark.slow
 

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from hub_stand_in import COMMIT, REPO, SERVED, HubStandIn, timm_safetensors
+from hub_stand_in import COMMIT, REPO, SERVED, HubStandIn, hub_env, timm_safetensors
 
 
 @pytest.fixture(scope="module")
@@ -26,19 +24,6 @@ def served_weights() -> bytes:
 def stand_in(served_weights):
     with HubStandIn({(REPO, "model.safetensors"): served_weights}) as hub:
         yield hub
-
-
-def hub_vars(hub: HubStandIn | None, home: Path, offline: bool = False) -> dict[str, str]:
-    """The Hub's variables for a command: the stand-in as its endpoint, a cache of the test's own."""
-    variables = {"HF_HOME": str(home), "HF_HUB_CACHE": str(home / "hub"), "HF_HUB_OFFLINE": "1" if offline else "0",
-                 "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_XET": "1"}  # fmt: skip
-    if hub is not None:
-        variables["HF_ENDPOINT"] = hub.endpoint
-    return variables
-
-
-def hub_env(hub: HubStandIn | None, home: Path, offline: bool = False) -> dict[str, str]:
-    return {**os.environ, **hub_vars(hub, home, offline)}
 
 
 def iaakd(env: dict, *argv: str) -> subprocess.CompletedProcess:

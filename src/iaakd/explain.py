@@ -214,7 +214,7 @@ def explain(
     loader = DataLoader(
         ImageInputs(list(paths), scorer.preprocess), batch_size=batch_size, collate_fn=collate_inputs
     )
-    for indices, images, failed in loader:
+    for indices, images, failed, _ in loader:
         result.failed += [(paths[index], problem) for index, problem in failed]
         if images is None:
             continue
@@ -237,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
 
     require_modules("pytorch_grad_cam")
     output_folder(args.out, "--out")
-    scorer = Scorer.load(args.model, args.device, warn=False)
+    scorer = Scorer.load(args.model, args.device, warn=False, backend="torch")  # LayerCAM needs gradients
     if scorer.trained_on_demo:
         print(f"warning: {args.model}: {DEMO_WARNING}", file=sys.stderr)
     result = explain(scorer, collect_paths(args.images), args.out, args.count, args.layer, args.batch_size)

@@ -1,8 +1,12 @@
 """``iaakd score MODEL PATH...``: score files, folders and @lists with a trained student, as CSV or JSON lines.
 
-Rows are written as the batches finish, in the order of the sorted path list; a file that cannot be decoded
-is a row whose ``error`` says why. Beside ``--out FILE``, ``FILE.json`` records the model's SHA-256, its
-preprocessing and the package version, so that ``--resume`` never mixes two models' scores in one file.
+MODEL is a checkpoint (``models/student.pt``), a folder written by ``iaakd export --hub-folder``, or
+``hf://ORG/NAME[@REVISION]`` on the Hugging Face Hub. On a CPU the forward pass runs in ONNX Runtime when it
+is installed (``--backend``). Rows are written as the batches finish, in the order of the sorted path list;
+a file that cannot be decoded is a row whose ``error`` says why. Beside ``--out FILE``, ``FILE.json``
+records the model (its SHA-256; from the Hub, the commit and each file's SHA-256), its preprocessing and
+the package version, so that ``--resume`` never mixes two models' scores in one file. ``--html DIR``
+writes a page of the scored photos, best first (:mod:`iaakd.page`).
 Exit status: 0 every file scored, 2 some failed (``--strict``: stopped at the first), 1 bad usage or model.
 ``iaakd-score`` and ``python -m iaakd score`` are this same command.
 """
@@ -14,7 +18,6 @@ import contextlib
 import csv
 import io
 import json
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,8 +26,10 @@ from typing import IO
 
 from tqdm import tqdm
 
-from iaakd.command import at_least, output_file
+from iaakd.command import at_least, output_file, output_folder
 from iaakd.errors import UserError
+from iaakd.page import THUMBNAIL_SIZE, Page
+from iaakd.runtime import BACKENDS
 
 EXIT_OK, EXIT_USAGE, EXIT_FAILED = 0, 1, 2
 PROGRESS_FROM = 64  # images: a progress bar on stderr from this many on (when stderr is a terminal)
@@ -40,13 +45,29 @@ def decimals(column: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="a student checkpoint (models/student.pt)")
+    parser.add_argument(
+        "model",
+        help="models/student.pt, a folder from iaakd export --hub-folder, or hf://ORG/NAME[@REVISION]",
+    )
     parser.add_argument(
         "paths", nargs="+", metavar="PATH", help="image files, folders (recursive), @list.txt"
     )
     parser.add_argument("--out", type=Path, help="write here (and FILE.json beside it) instead of stdout")
     parser.add_argument("--format", choices=["csv", "jsonl"], help="default: by --out's suffix, else csv")
+    parser.add_argument("--html", type=Path, metavar="DIR", help="also a page of the scored photos in DIR")
     parser.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda")
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="auto: ONNX Runtime on a CPU when installed (export cached by the model's SHA-256), else torch",
+    )
+    parser.add_argument(
+        "--jpeg-draft",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="decode JPEGs at 1/2..1/8 scale, still >= the input size (default: as the model was trained)",
+    )
     parser.add_argument("--batch-size", type=at_least(1), default=32)
     parser.add_argument(
         "--num-workers",
@@ -117,6 +138,7 @@ class Existing:
 
     paths: set[str] = field(default_factory=set)
     failed: int = 0
+    rows: list[tuple[str, float | None, str]] = field(default_factory=list)  # path, score, error
 
 
 def read_existing(out: Path, kind: str, columns: list[str]) -> Existing:
@@ -135,21 +157,29 @@ def read_existing(out: Path, kind: str, columns: list[str]) -> Existing:
                 f"{out}: its columns {rows[0]} are not this model's {columns}; write to another file"
             )
         body = rows[1:]
-        records = [(row[0], row[-1]) for row in body if row]
+        records = [(row[0], _number(row[1]), row[-1]) for row in body if row]
     else:
         records = []
         for number, line in enumerate(text.splitlines(), 1):
             try:
                 record = json.loads(line)
-                records.append((record["path"], record.get("error") or ""))
+                records.append((record["path"], record.get(columns[1]), record.get("error") or ""))
             except (json.JSONDecodeError, KeyError, TypeError):
                 raise UserError(
                     f"{out}:{number}: not a row this command wrote; write to another file"
                 ) from None
-    for path, error in records:
+    for path, score, error in records:
         existing.paths.add(path)
         existing.failed += bool(error)
+        existing.rows.append((path, score, error))
     return existing
+
+
+def _number(cell: str) -> float | None:
+    try:
+        return float(cell)
+    except ValueError:
+        return None
 
 
 def check_same_model(out: Path, record_file: Path, record: dict) -> None:
@@ -168,7 +198,7 @@ def check_same_model(out: Path, record_file: Path, record: dict) -> None:
             f"--resume: {out} was written by another model (SHA-256 {str(earlier.get('model_sha256'))[:12]}..., "
             f"this one is {record['model_sha256'][:12]}...); write to another file"
         )
-    for key in ("format", "shard"):
+    for key in ("format", "shard", "preprocess"):
         if earlier.get(key) != record[key]:
             raise UserError(f"--resume: {out} was written with {key} {earlier.get(key)}, not {record[key]}")
 
@@ -186,15 +216,21 @@ class Tally:
     stopped: bool = False
 
 
-def score_into(scorer, todo: list[str], writer: RowWriter, args: argparse.Namespace) -> Tally:
-    """Scores ``todo`` batch by batch, writing and flushing each batch's rows; ``--strict`` stops at a failure."""
+def score_into(
+    scorer, todo: list[str], writer: RowWriter, args: argparse.Namespace, page: Page | None = None
+) -> Tally:
+    """Scores ``todo`` batch by batch, writing and flushing each batch's rows (and adding them to ``page``
+    with their thumbnails); ``--strict`` stops at a failure."""
     tally = Tally()
     workers = args.num_workers if args.num_workers is not None else default_workers_for(len(todo))
+    thumbnail = THUMBNAIL_SIZE if page is not None else None
     show = None if len(todo) >= PROGRESS_FROM else True  # None: tqdm shows it only on a terminal
     with tqdm(total=len(todo), desc="score", unit="img", disable=show, file=sys.stderr) as bar:
-        for batch in scorer.batches(todo, args.batch_size, workers):
+        for batch in scorer.batches(todo, args.batch_size, workers, thumbnail):
             for index, values, error in zip(batch.indices, batch.values, batch.errors, strict=True):
                 writer.row(todo[index], values, error)
+                if page is not None:
+                    page.add(todo[index], values[0], error, batch.thumbnails.get(index))
                 if error:
                     tally.failed.append((todo[index], error))
                     if args.strict:
@@ -207,16 +243,6 @@ def score_into(scorer, todo: list[str], writer: RowWriter, args: argparse.Namesp
             if tally.stopped:
                 break
     return tally
-
-
-def share_cores(device, workers: int) -> None:
-    """On the CPU the forward pass gets the cores the decoding workers leave: its OpenMP threads wait
-    for a busy core otherwise, which slows it many times over (2 threads beside 1 worker on 2 cores: the
-    forward pass at a fraction of its speed). ``OMP_NUM_THREADS``, when set, wins. The command's process only."""
-    import torch
-
-    if device.type == "cpu" and workers > 0 and "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) - workers))
 
 
 def default_workers_for(count: int) -> int:
@@ -282,7 +308,11 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         output_file(args.out, "--out")
         output_file(args.out.with_name(args.out.name + ".json"), "--out's record")
-    scorer = Scorer.load(args.model, args.device, warn=False)
+    if args.html is not None:
+        output_folder(args.html, "--html")
+    scorer = Scorer.load(
+        args.model, args.device, warn=False, backend=args.backend, jpeg_draft=args.jpeg_draft
+    )
     if scorer.trained_on_demo:
         print(f"warning: {args.model}: {DEMO_WARNING}", file=sys.stderr)
     paths = shard_block(collect_paths(args.paths), shard)
@@ -292,9 +322,10 @@ def run(args: argparse.Namespace) -> int:
         todo = [path for path in paths if path not in before.paths]
         if args.num_workers is None:
             args.num_workers = default_workers_for(len(todo))
-        share_cores(scorer.device, args.num_workers)
+        scorer.share_cores(args.num_workers)
+        page = open_page(args, scorer, before)
         try:
-            tally = score_into(scorer, todo, writer, args)
+            tally = score_into(scorer, todo, writer, args, page)
         except KeyboardInterrupt:
             print(
                 f"iaakd score: interrupted; rerun with --resume to continue {args.out or ''}", file=sys.stderr
@@ -308,7 +339,22 @@ def run(args: argparse.Namespace) -> int:
             {**record, "complete": True, "rows": rows, "failed": failed},
         )
     summarise(tally, len(paths), before, str(args.out) if args.out else "stdout")
+    if page is not None and not tally.stopped:
+        print(f"iaakd score: the page is {page.write()}", file=sys.stderr)
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def open_page(args: argparse.Namespace, scorer, before: Existing) -> Page | None:
+    """The page of ``--html``, holding the rows an earlier run left in ``--out`` (``--resume``)."""
+    if args.html is None:
+        return None
+    from iaakd.scorer import DEMO_WARNING
+
+    warning = f"{DEMO_WARNING}." if scorer.trained_on_demo else ""
+    page = Page(args.html, scorer.model_path, scorer.score_column, decimals(scorer.score_column), warning)
+    for path, score, error in before.rows:
+        page.add(path, score, error)
+    return page
 
 
 if __name__ == "__main__":  # the command is `iaakd score`, `iaakd-score` or `python -m iaakd score`

@@ -8,6 +8,8 @@ writes these rows as the batches finish.
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -22,12 +24,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from iaakd.data.images import Preprocess, as_rgb
+from iaakd.data.images import Preprocess, as_rgb, load_rgb
 from iaakd.data.scan import IMAGE_SUFFIXES, scan_image
 from iaakd.errors import UserError, first_line
+from iaakd.model_ref import load_model
 from iaakd.models import Student
-from iaakd.models.backbones import file_sha256
-from iaakd.student import checkpoint_task, load_student
+from iaakd.runtime import OnnxForward, TorchForward, choose_backend, onnx_file_for
+from iaakd.student import checkpoint_task
 from iaakd.tasks import Task
 
 NUM_BINS = 10
@@ -100,37 +103,60 @@ def decode_problem(item: ImageInput, error: Exception) -> str:
     return f"unreadable: {reason}"
 
 
-def prepare(item: ImageInput, preprocess: Preprocess) -> torch.Tensor:
-    """The network input (uint8, 3 x size x size) of a file, as in training, or of an image already
-    decoded (EXIF orientation applied, converted to RGB, then the model's resize)."""
+def decode(item: ImageInput, preprocess: Preprocess) -> Image.Image:
+    """8-bit RGB, EXIF orientation applied, as in training (a JPEG in draft mode when the preprocessing
+    asks), from a file or an image already decoded."""
     if isinstance(item, Image.Image):
-        return preprocess(as_rgb(ImageOps.exif_transpose(item)))
-    return preprocess.load(item)
+        return as_rgb(ImageOps.exif_transpose(item))
+    draft = (preprocess.size, preprocess.size) if preprocess.jpeg_draft else None
+    return load_rgb(item, draft)
+
+
+def prepare(item: ImageInput, preprocess: Preprocess) -> torch.Tensor:
+    """The network input (uint8, 3 x size x size) of a file or an image already decoded, as in training."""
+    return preprocess(decode(item, preprocess))
+
+
+def thumbnail_jpeg(image: Image.Image, size: int) -> bytes:
+    """A JPEG whose long side is at most ``size`` px, for the page (``iaakd score --html``)."""
+    small = image.copy()
+    small.thumbnail((size, size), Image.Resampling.BILINEAR)
+    buffer = io.BytesIO()
+    small.save(buffer, format="JPEG", quality=80)
+    return buffer.getvalue()
 
 
 class ImageInputs(Dataset):
-    """(index, uint8 image or None, error): decoding happens here, in the loader's workers, once per file."""
+    """(index, uint8 image or None, error, thumbnail JPEG or None): decoding happens here, in the loader's
+    workers, once per file; the thumbnail (``thumbnail``: its long side in px) from the same decoded image."""
 
-    def __init__(self, items: Sequence[ImageInput], preprocess: Preprocess) -> None:
-        self.items, self.preprocess = list(items), preprocess
+    def __init__(
+        self, items: Sequence[ImageInput], preprocess: Preprocess, thumbnail: int | None = None
+    ) -> None:
+        self.items, self.preprocess, self.thumbnail = list(items), preprocess, thumbnail
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str]:
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str, bytes | None]:
         item = self.items[index]
         try:
-            return index, prepare(item, self.preprocess), ""
+            image = decode(item, self.preprocess)
+            thumbnail = thumbnail_jpeg(image, self.thumbnail) if self.thumbnail else None
+            return index, self.preprocess(image), "", thumbnail
         # any decoder's failure on a stranger's file is that file's row, not the end of the run
         except Exception as error:
-            return index, None, decode_problem(item, error)
+            return index, None, decode_problem(item, error), None
 
 
-def collate_inputs(items: list) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
-    scored = [(index, image) for index, image, _ in items if image is not None]
-    failed = [(index, problem) for index, image, problem in items if image is None]
+def collate_inputs(
+    items: list,
+) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]], dict[int, bytes]]:
+    scored = [(index, image) for index, image, _, _ in items if image is not None]
+    failed = [(index, problem) for index, image, problem, _ in items if image is None]
+    thumbnails = {index: thumbnail for index, _, _, thumbnail in items if thumbnail is not None}
     images = torch.stack([image for _, image in scored]) if scored else None
-    return [index for index, _ in scored], images, failed
+    return [index for index, _ in scored], images, failed, thumbnails
 
 
 class ScoreModel(nn.Module):
@@ -161,6 +187,7 @@ class ScoredBatch:
     indices: list[int]
     values: np.ndarray  # (len(indices), value columns), float64; NaN on error rows
     errors: list[str]  # "" on scored rows
+    thumbnails: dict[int, bytes] = dataclasses.field(default_factory=dict)  # by index, when asked for
 
 
 class Scorer:
@@ -174,6 +201,9 @@ class Scorer:
         device: torch.device,
         model_sha256: str = "",
         model_path: str = "",
+        backend: str = "torch",
+        onnx_file: Path | None = None,
+        hub: dict | None = None,
     ) -> None:
         if model.semantic == "input":
             raise UserError(
@@ -182,19 +212,47 @@ class Scorer:
             )
         self.preprocess, self.checkpoint, self.device = preprocess, checkpoint, device
         self.task = checkpoint_task(checkpoint)
-        self.model_sha256, self.model_path = model_sha256, model_path
+        self.model_sha256, self.model_path, self.hub = model_sha256, model_path, hub
         self.model = ScoreModel(model, preprocess, self.task).to(device).eval()
+        self.backend = choose_backend(backend, device, onnx_file)
+        if self.backend == "onnxruntime":
+            self.forward: TorchForward | OnnxForward = OnnxForward(onnx_file_for(self, onnx_file))
+        else:
+            self.forward = TorchForward(self.model, device)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str = "auto", warn: bool = True) -> Scorer:
-        """From a checkpoint written by the student stage (loaded without code execution). ``warn``: a
-        Python warning when the model was trained on the synthetic demo."""
-        path = Path(path)
-        model, preprocess, checkpoint = load_student(path)
-        scorer = cls(model, preprocess, checkpoint, resolve_device(device), file_sha256(path), str(path))
+    def load(
+        cls,
+        model: str | os.PathLike,
+        device: str = "auto",
+        warn: bool = True,
+        backend: str = "auto",
+        jpeg_draft: bool | None = None,
+    ) -> Scorer:
+        """From a checkpoint of the student stage, a folder written by ``iaakd export --hub-folder``, or
+        ``hf://ORG/NAME[@REVISION]`` (:mod:`iaakd.model_ref`; no code in any file runs). ``backend``:
+        ``auto`` (ONNX Runtime on a CPU when installed), ``torch`` or ``onnxruntime`` (:mod:`iaakd.runtime`).
+        ``jpeg_draft``: decode JPEGs at a reduced scale (None: as the model was trained). ``warn``: a Python
+        warning when the model was trained on the synthetic demo."""
+        loaded = load_model(model)
+        preprocess = loaded.preprocess
+        if jpeg_draft is not None and jpeg_draft != preprocess.jpeg_draft:
+            if preprocess.mode != "resize":
+                raise UserError(
+                    f"{loaded.name}: JPEG draft decoding needs a resized input, not {preprocess.mode}"
+                )
+            preprocess = dataclasses.replace(preprocess, jpeg_draft=jpeg_draft)
+        scorer = cls(loaded.model, preprocess, loaded.checkpoint, resolve_device(device), loaded.sha256,
+                     loaded.name, backend, loaded.onnx_file, loaded.hub)  # fmt: skip
         if warn and scorer.trained_on_demo:
             warnings.warn(DEMO_WARNING, UserWarning, stacklevel=2)
         return scorer
+
+    def share_cores(self, workers: int) -> None:
+        """On the CPU the forward pass gets the cores the decoding workers leave: its threads wait for a
+        busy core otherwise, which slows it many times over. ``OMP_NUM_THREADS``, when set, wins."""
+        if self.device.type == "cpu" and workers > 0 and "OMP_NUM_THREADS" not in os.environ:
+            self.forward.set_threads(max(1, (os.cpu_count() or 1) - workers))
 
     @property
     def data_source(self) -> str | None:
@@ -226,6 +284,8 @@ class Scorer:
         return {
             "model": self.model_path,
             "model_sha256": self.model_sha256,
+            "hub": self.hub,
+            "backend": self.backend,
             "backbone": self.checkpoint.get("backbone"),
             "preprocess": self.preprocess.as_dict(),
             "task": self.task.as_dict(),
@@ -239,30 +299,33 @@ class Scorer:
         items: Sequence[ImageInput],
         batch_size: int = 32,
         num_workers: int = 0,
+        thumbnail: int | None = None,
     ) -> Iterator[ScoredBatch]:
-        """Scores ``items`` (paths or PIL images) batch by batch, in order; each batch as soon as it is done."""
+        """Scores ``items`` (paths or PIL images) batch by batch, in order; each batch as soon as it is done.
+        ``thumbnail``: also a JPEG of each image, its long side this many px, made in the loader's workers."""
         if batch_size < 1:
             raise UserError(f"batch size must be at least 1, got {batch_size}")
         loader = DataLoader(
-            ImageInputs(items, self.preprocess),
+            ImageInputs(items, self.preprocess, thumbnail),
             batch_size=batch_size,
             num_workers=num_workers,
             collate_fn=collate_inputs,
             pin_memory=self.device.type == "cuda",
         )
         width = len(self.value_columns)
-        with torch.inference_mode():
-            for indices, images, failed in loader:
-                values = np.full((len(indices) + len(failed), width), np.nan)
-                errors = [""] * len(indices) + [problem for _, problem in failed]
-                if images is not None:
-                    output = self.model(images.to(self.device, non_blocking=True))[0].double().cpu().numpy()
-                    values[: len(indices), 0] = self.task.predicted_score(output)  # as the evaluate stage
-                    if width > 1:
-                        values[: len(indices), 1:] = output
-                all_indices = indices + [index for index, _ in failed]
-                order = np.argsort(all_indices, kind="stable")
-                yield ScoredBatch([all_indices[i] for i in order], values[order], [errors[i] for i in order])
+        for indices, images, failed, thumbnails in loader:
+            values = np.full((len(indices) + len(failed), width), np.nan)
+            errors = [""] * len(indices) + [problem for _, problem in failed]
+            if images is not None:
+                output = self.forward(images)
+                values[: len(indices), 0] = self.task.predicted_score(output)  # as the evaluate stage
+                if width > 1:
+                    values[: len(indices), 1:] = output
+            all_indices = indices + [index for index, _ in failed]
+            order = np.argsort(all_indices, kind="stable")
+            yield ScoredBatch(
+                [all_indices[i] for i in order], values[order], [errors[i] for i in order], thumbnails
+            )
 
     def score(
         self,

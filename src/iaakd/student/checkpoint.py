@@ -66,6 +66,14 @@ def load_student(path: Path) -> tuple[Student, Preprocess, dict]:
             f"{path}: not a student checkpoint (kind: {kind}, format: {checkpoint.get('format')}; "
             f"this version reads formats {', '.join(map(str, READABLE_FORMATS))})"
         )
+    model, preprocess = student_from_checkpoint(checkpoint, str(path))
+    return model, preprocess, checkpoint
+
+
+def student_from_checkpoint(checkpoint: dict, source: str) -> tuple[Student, Preprocess]:
+    """The model (eval mode) and its preprocessing from a checkpoint's fields and ``state_dict``, however
+    they were read (a ``.pt`` file, or a hub folder's JSON and safetensors); a damaged one is refused in one
+    line naming ``source``."""
     try:
         task = checkpoint_task(checkpoint)
         with torch.random.fork_rng(
@@ -78,9 +86,11 @@ def load_student(path: Path) -> tuple[Student, Preprocess, dict]:
         preprocess = Preprocess.from_dict(checkpoint["preprocess"])
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         detail = first_line(error)
-        raise UserError(f"{path}: a damaged student checkpoint ({type(error).__name__}: {detail})") from None
+        raise UserError(
+            f"{source}: a damaged student checkpoint ({type(error).__name__}: {detail})"
+        ) from None
     model.eval()
-    return model, preprocess, checkpoint
+    return model, preprocess
 
 
 def checkpoint_task(checkpoint: dict) -> Task:

@@ -1,0 +1,116 @@
+"""A trained student named three ways, read without running code in any file:
+
+- ``models/student.pt``: a checkpoint of the student stage (``torch.load(weights_only=True)``);
+- ``DIR``: a folder written by ``iaakd export MODEL --hub-folder DIR`` (JSON and safetensors);
+- ``hf://ORG/NAME[@REVISION]``: such a folder on the Hugging Face Hub, through the Hub's cache
+  (``HF_ENDPOINT``, ``HF_HOME`` and ``HF_HUB_OFFLINE`` as for every Hub client); the resolved commit and
+  each file's SHA-256 are recorded in :attr:`LoadedStudent.hub`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from iaakd.data.images import Preprocess
+from iaakd.errors import UserError, first_line
+from iaakd.hub_folder import CONFIG_FILE, ONNX_FILE, WEIGHTS_FILE, is_model_folder, read_folder
+from iaakd.models import Student
+from iaakd.models.hub import commit_in, endpoint, offline, reachable, sha256
+from iaakd.student import load_student
+
+HUB_PREFIX = "hf://"
+HUB_NAME = re.compile(r"^hf://(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<revision>[\w./-]+))?$")
+
+
+@dataclass(frozen=True)
+class LoadedStudent:
+    model: Student
+    preprocess: Preprocess
+    checkpoint: dict  # the checkpoint's fields (a folder's config.json read as one)
+    name: str  # as the user gave it
+    sha256: str  # of the weights file: the .pt, or the folder's model.safetensors
+    onnx_file: Path | None = None  # the ONNX file that came with a folder
+    hub: dict | None = None  # hf://: repository, revision asked, commit resolved, files' SHA-256
+
+
+def load_model(name: str | Path) -> LoadedStudent:
+    """The student ``name`` points to: a ``.pt`` file, a hub folder, or ``hf://ORG/NAME[@REVISION]``."""
+    text = str(name)
+    if text.startswith(HUB_PREFIX):
+        return _from_hub(text)
+    path = Path(name)
+    if path.is_dir():
+        if not is_model_folder(path):
+            raise UserError(f"{path}: a folder without {CONFIG_FILE}; name a .pt file, a folder written by "
+                            "iaakd export --hub-folder, or hf://ORG/NAME")  # fmt: skip
+        return _from_folder(path, text)
+    model, preprocess, checkpoint = load_student(path)
+    return LoadedStudent(model, preprocess, checkpoint, text, sha256(path))
+
+
+def _from_folder(folder: Path, name: str, hub: dict | None = None) -> LoadedStudent:
+    model, preprocess, checkpoint = read_folder(folder)
+    onnx_file = folder / ONNX_FILE
+    return LoadedStudent(model, preprocess, checkpoint, name, sha256(folder / WEIGHTS_FILE),
+                         onnx_file if onnx_file.is_file() else None, hub)  # fmt: skip
+
+
+def _from_hub(name: str) -> LoadedStudent:
+    match = HUB_NAME.match(name)
+    if match is None:
+        raise UserError(f"{name}: not hf://ORG/NAME or hf://ORG/NAME@REVISION")
+    repo, revision = match["repo"], match["revision"]
+    files = repository_files(repo, (CONFIG_FILE, WEIGHTS_FILE), revision, optional=(ONNX_FILE,))
+    folder = files[CONFIG_FILE].parent  # the snapshot folder of the resolved commit
+    if any(path.parent != folder for path in files.values()):
+        raise UserError(f"{name}: its files resolved to different commits; try again")
+    hub = {
+        "repo": repo,
+        "revision": revision or "main",
+        "commit": commit_in(files[CONFIG_FILE]),
+        "files": {filename: sha256(path) for filename, path in sorted(files.items())},
+    }
+    return _from_folder(folder, name, hub)
+
+
+def repository_files(
+    repo_id: str, filenames: tuple[str, ...], revision: str | None = None, optional: tuple[str, ...] = ()
+) -> dict[str, Path]:
+    """Files of one revision of a Hub repository, through the Hugging Face cache: downloaded when the Hub
+    is reachable and not switched off, else taken from the cache. ``optional`` files may be absent (left
+    out of the result); a missing required file, repository or revision is one line naming it."""
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    where = f"{repo_id}@{revision}" if revision else repo_id
+    problem = "the Hub is switched off (HF_HUB_OFFLINE=1)" if offline() else reachable()
+    found: dict[str, Path] = {}
+    for filename in (*filenames, *optional):
+        if problem is not None:  # the cache alone
+            cached_file = try_to_load_from_cache(repo_id, filename, revision=revision)
+            if isinstance(cached_file, str):
+                found[filename] = Path(cached_file)
+            elif filename not in optional:
+                raise UserError(f"{where}: {filename} is not in the Hugging Face cache and {problem}")
+            continue
+        try:
+            found[filename] = Path(hf_hub_download(repo_id, filename, revision=revision))
+        except RepositoryNotFoundError:
+            raise UserError(f"{repo_id}: no such repository on {endpoint()}") from None
+        except RevisionNotFoundError:
+            raise UserError(f"{where}: no such revision on {endpoint()}") from None
+        except EntryNotFoundError:
+            if filename not in optional:
+                raise UserError(f"{where}: has no {filename} on {endpoint()}") from None
+        except (HfHubHTTPError, OSError, ValueError) as error:
+            raise UserError(
+                f"{where}: downloading {filename} from {endpoint()} failed: {first_line(error)}"
+            ) from None
+    return found

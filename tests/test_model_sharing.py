@@ -1,0 +1,175 @@
+"""Models by name (README "Scoring your own photos"): ``iaakd export MODEL --hub-folder DIR`` writes a folder
+the Hub takes as it is; ``iaakd score`` and ``Scorer.load`` read it from disk and as ``hf://ORG/NAME[@REV]``
+from a stand-in Hub on the loopback (tests/hub_stand_in.py), with the same scores as the ``.pt``; the Hub
+commit and the files' SHA-256 land in the output's record; a folder is read without running code."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hub_stand_in import COMMIT, HubStandIn, hub_env
+from scoring_helpers import one_torch_thread, run_cli, save_tiny_student, write_photos
+
+REPO = "example-org/tiny-aesthetics"
+FOLDER_FILES = ("config.json", "model.safetensors", "model.onnx", "README.md")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    with one_torch_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory) -> tuple[Path, Path, list[str]]:
+    """A tiny student (score output, bicubic, so config.json must carry both), its hub folder, photos."""
+    from iaakd.tasks import Task
+
+    root = tmp_path_factory.mktemp("sharing")
+    checkpoint = save_tiny_student(root / "student.pt", seed=3, input_size=72, resize_filter="bicubic",
+                                   task=Task(output="score", score_range=(0.0, 100.0)), data_source="csv")  # fmt: skip
+    metrics = root / "evaluate.json"
+    metrics.write_text(
+        json.dumps({"n": 99, "student": {"srcc": 0.61234, "srcc_ci95": [0.5, 0.7], "plcc": 0.6}})
+    )
+    result = subprocess.run([sys.executable, "-m", "iaakd", "export", str(checkpoint), "--hub-folder",
+                             str(root / "hub"), "--metrics", str(metrics)], capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    photos = [str(path) for path in write_photos(root / "photos", 12, seed=5)]
+    return checkpoint, root / "hub", photos
+
+
+def scores(model: str, photos: list[str], backend: str = "torch") -> np.ndarray:
+    from iaakd import Scorer
+
+    return (
+        Scorer.load(model, device="cpu", warn=False, backend=backend).score(photos)["mean_score"].to_numpy()
+    )
+
+
+def test_the_hub_folder_holds_safetensors_config_onnx_and_a_card_from_the_metrics(shared):
+    checkpoint, folder, _ = shared
+    assert sorted(path.name for path in folder.iterdir()) == sorted(FOLDER_FILES)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architecture"].startswith("test_efficientnet")
+    assert config["preprocess"]["size"] == 72 and config["preprocess"]["resize_filter"] == "bicubic"
+    assert config["task"]["output"] == "score" and config["task"]["score_range"] == [0.0, 100.0]
+    assert config["head"]["output"] == [16, 1] and config["data_source"] == "csv"
+    assert config["source_checkpoint_sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    card = (folder / "README.md").read_text()
+    assert "| SRCC | 0.612 (95 % interval 0.500 to 0.700) |" in card and "99 held-out test images" in card
+    assert "synthetic demo" not in card  # data_source csv: no demo warning
+
+
+def test_a_demo_model_card_carries_the_warning(tmp_path):
+    checkpoint = save_tiny_student(tmp_path / "demo.pt", data_source="demo")
+    from iaakd.hub_folder import write_hub_folder
+    from iaakd.scorer import Scorer
+
+    write_hub_folder(Scorer.load(checkpoint, "cpu", warn=False, backend="torch"), tmp_path / "hub")
+    card = (tmp_path / "hub" / "README.md").read_text()
+    assert "Warning: trained on the synthetic demo" in card and "None were given" in card
+
+
+def test_a_folder_scores_as_the_checkpoint_does_with_either_backend(shared):
+    checkpoint, folder, photos = shared
+    reference = scores(str(checkpoint), photos)
+    assert np.ptp(reference) > 0  # the photos get different scores: equality below means something
+    np.testing.assert_allclose(scores(str(folder), photos), reference, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(scores(str(folder), photos, "onnxruntime"), reference, atol=1e-4, rtol=0)
+
+
+def test_hf_name_downloads_through_the_hub_cache_and_records_commit_and_hashes(shared, tmp_path):
+    checkpoint, folder, photos = shared
+    served = {(REPO, path.name): path.read_bytes() for path in folder.iterdir()}
+    out = tmp_path / "scores.csv"
+    with HubStandIn(served) as hub:
+        env = hub_env(hub, tmp_path / "hf")
+        first = subprocess.run([sys.executable, "-m", "iaakd", "score", f"hf://{REPO}@v1", *photos, "--out",
+                                str(out), "--backend", "torch"], env=env, capture_output=True, text=True)  # fmt: skip
+        assert first.returncode == 0, first.stderr
+        downloads = hub.downloads()
+        offline = subprocess.run([sys.executable, "-m", "iaakd", "score", f"hf://{REPO}@v1", *photos],
+                                 env=hub_env(hub, tmp_path / "hf", offline=True), capture_output=True, text=True)  # fmt: skip
+        assert offline.returncode == 0, offline.stderr
+        assert hub.downloads() == downloads  # the cache served the second run
+    assert downloads == 3  # config.json, model.safetensors, model.onnx, each once
+    record = json.loads(out.with_name("scores.csv.json").read_text())
+    assert (
+        record["hub"]["repo"] == REPO
+        and record["hub"]["revision"] == "v1"
+        and record["hub"]["commit"] == COMMIT
+    )
+    for name, content in served.items():
+        if name[1] != "README.md":
+            assert record["hub"]["files"][name[1]] == hashlib.sha256(content).hexdigest()
+    assert record["model_sha256"] == hashlib.sha256(served[(REPO, "model.safetensors")]).hexdigest()
+    rows = np.loadtxt(out, delimiter=",", skiprows=1, usecols=1)
+    np.testing.assert_allclose(rows, scores(str(checkpoint), photos), atol=1e-4)  # 4 decimals in the CSV
+
+
+def test_hf_name_offline_with_an_empty_cache_is_one_line(tmp_path):
+    with HubStandIn({}) as hub:
+        result = subprocess.run([sys.executable, "-m", "iaakd", "score", f"hf://{REPO}", str(tmp_path)],
+                                env=hub_env(hub, tmp_path / "hf", offline=True), capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: {REPO}: config.json is not in the Hugging Face cache and the Hub is switched off (HF_HUB_OFFLINE=1)"
+    ]
+
+
+@pytest.mark.parametrize("name", ["hf://only-a-name", "hf://a/b/c", "hf://a/b@"])
+def test_a_malformed_hf_name_is_one_line(name, tmp_path, capsys):
+    status, _, err = run_cli(["score", name, str(tmp_path)], capsys)
+    assert status == 1 and err.strip() == f"error: {name}: not hf://ORG/NAME or hf://ORG/NAME@REVISION"
+
+
+class Exploit:
+    def __reduce__(self):
+        return (Path.touch, (Path("/tmp/iaakd-pickle-ran"),))
+
+
+def test_a_folder_with_a_pickle_in_place_of_the_safetensors_is_refused_without_running_it(
+    shared, tmp_path, capsys
+):
+    _, folder, photos = shared
+    crafted = tmp_path / "crafted"
+    shutil.copytree(folder, crafted)
+    marker = Path("/tmp/iaakd-pickle-ran")
+    marker.unlink(missing_ok=True)
+    (crafted / "model.safetensors").write_bytes(pickle.dumps({"state": Exploit()}))
+    status, _, err = run_cli(["score", str(crafted), *photos], capsys)
+    assert status == 1 and not marker.exists()
+    assert err.startswith(f"error: {crafted / 'model.safetensors'}: not a safetensors file")
+    assert len(err.strip().splitlines()) == 1
+    (crafted / "model.safetensors").unlink()
+    torch.save({"w": torch.zeros(1)}, crafted / "pytorch_model.bin")
+    status, _, err = run_cli(["score", str(crafted), *photos], capsys)
+    assert status == 1
+    assert (
+        err.strip()
+        == f"error: {crafted}: no model.safetensors (found pytorch_model.bin: pickles are never loaded from a folder)"
+    )
+
+
+def test_an_onnx_file_that_disagrees_with_the_weights_is_refused(shared, tmp_path, capsys):
+    _, folder, photos = shared
+    other = tmp_path / "other"
+    shutil.copytree(folder, other)
+    from iaakd.tasks import Task
+
+    stranger = save_tiny_student(tmp_path / "stranger.pt", seed=9, input_size=72, resize_filter="bicubic",
+                                 task=Task(output="score", score_range=(0.0, 100.0)))  # fmt: skip
+    subprocess.run([sys.executable, "-m", "iaakd", "export", str(stranger), "--onnx", str(other / "model.onnx")],
+                   check=True, capture_output=True)  # fmt: skip
+    status, _, err = run_cli(["score", str(other), *photos, "--backend", "onnxruntime"], capsys)
+    assert status == 1 and "its outputs differ from the model's weights" in err
