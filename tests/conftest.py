@@ -248,12 +248,21 @@ OWN_TO_TINY = {
 BASELINE_AGAIN = "git checkout -q -- params.yaml dvc.lock metrics plots reports && dvc checkout -q\n"
 
 
+def documented_pages() -> list[Path]:
+    """README.md and every page of the documentation (docs/**/*.md)."""
+    return [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").rglob("*.md"))]
+
+
 def readme_block(name: str) -> str:
-    """README's ``<!-- commands:NAME -->`` shell block."""
-    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
-    block = re.search(rf"<!-- commands:{name} -->\n```sh\n(.*?)```\n<!-- /commands:{name} -->", readme, re.S)
-    assert block, f"README.md has no <!-- commands:{name} --> block"
-    return block.group(1)
+    """The ``<!-- commands:NAME -->`` shell block of README.md or a documentation page (exactly one)."""
+    pattern = re.compile(rf"<!-- commands:{name} -->\n```sh\n(.*?)```\n<!-- /commands:{name} -->", re.S)
+    found = [
+        block for page in documented_pages() for block in pattern.findall(page.read_text(encoding="utf-8"))
+    ]
+    assert len(found) == 1, (
+        f"{len(found)} <!-- commands:{name} --> blocks in README.md and docs/ (one expected)"
+    )
+    return found[0]
 
 
 def reproduction_commands() -> str:
@@ -273,7 +282,17 @@ def reproduction_commands() -> str:
             f"{readme} is no longer in the README's own-experiment blocks: update OWN_TO_TINY"
         )
         own = own.replace(readme, tiny)
-    return definition + "\n" + _VALIDATE_INSTEAD + rest + BASELINE_AGAIN + "echo '--- own experiment'\n" + own
+    scoring = BASELINE_AGAIN + "echo '--- scoring'\n" + readme_block("scoring")
+    return (
+        definition
+        + "\n"
+        + _VALIDATE_INSTEAD
+        + rest
+        + BASELINE_AGAIN
+        + "echo '--- own experiment'\n"
+        + own
+        + scoring
+    )
 
 
 class Background:

@@ -1,4 +1,4 @@
-"""The README's result sections and results/REPORT.md are generated from the committed results: they must
+"""The documentation's result sections (docs/**/*.md) and results/REPORT.md are generated from the committed results: they must
 say what the result files say."""
 
 import json
@@ -30,13 +30,13 @@ def report_check(repo: Path) -> subprocess.CompletedProcess:
 def test_readme_and_report_match_the_committed_results():
     result = report_check(REPO_ROOT)
     assert result.returncode == 0, (
-        f"{result.stderr}README.md or results/REPORT.md is stale: run `python scripts/report.py`"
+        f"{result.stderr}docs/ or results/REPORT.md is stale: run `python scripts/report.py`"
     )
 
 
 def committed_file(path: str) -> bytes:
     """``path`` as committed at this repository's HEAD, never the working tree's copy: `make repro` on another
-    CPU rewrites metrics/*.json in the working tree, and the committed README was rendered from the committed
+    CPU rewrites metrics/*.json in the working tree, and the committed pages were rendered from the committed
     ones."""
     shown = subprocess.run(["git", "show", f"HEAD:{path}"], cwd=REPO_ROOT, capture_output=True, check=True)
     return shown.stdout
@@ -44,14 +44,14 @@ def committed_file(path: str) -> bytes:
 
 @pytest.fixture
 def results_repo(tmp_path) -> Path:
-    """This repository's committed README.md, params.yaml, results/, metrics/evaluate.json and
+    """This repository's committed docs/, params.yaml, results/, metrics/evaluate.json and
     reports/per_category.json (read from git HEAD), committed in a new git repository."""
     repo = tmp_path / "repo"
     listed = subprocess.run(
         [
             "git",
             "ls-files",
-            "README.md",
+            "docs",
             "params.yaml",
             "metrics/evaluate.json",
             "reports/per_category.json",
@@ -62,7 +62,7 @@ def results_repo(tmp_path) -> Path:
         text=True,
         check=True,
     ).stdout.split()
-    assert "metrics/evaluate.json" in listed and "README.md" in listed
+    assert "metrics/evaluate.json" in listed and "docs/results.md" in listed
     for name in listed:
         (repo / name).parent.mkdir(parents=True, exist_ok=True)
         (repo / name).write_bytes(committed_file(name))
@@ -80,7 +80,7 @@ def move_teacher_srcc(repo: Path) -> None:
 
 
 def test_check_compares_the_committed_readme_with_the_committed_metrics_not_a_rerun(results_repo):
-    """A rerun elsewhere moves metrics/evaluate.json in the working tree; the committed README still matches
+    """A rerun elsewhere moves metrics/evaluate.json in the working tree; the committed pages still match
     the committed metrics, so `make test` after `make repro` stays green. Committing the moved metrics
     without `report.py` makes it stale."""
     assert report_check(results_repo).returncode == 0
@@ -91,7 +91,7 @@ def test_check_compares_the_committed_readme_with_the_committed_metrics_not_a_re
     subprocess.run((*GIT_COMMIT, "-am", "moved metrics"), cwd=results_repo, check=True)
     committed = report_check(results_repo)
     assert committed.returncode == 1
-    assert "error: README.md or results/REPORT.md is stale" in committed.stderr
+    assert "error: docs/ or results/REPORT.md is stale" in committed.stderr
 
 
 def test_check_without_git_reads_the_working_tree(results_repo):
@@ -102,7 +102,7 @@ def test_check_without_git_reads_the_working_tree(results_repo):
 
 
 def test_check_fails_when_a_readme_table_is_edited_by_hand(results_repo):
-    readme = results_repo / "README.md"
+    readme = results_repo / "docs" / "tutorials" / "demo.md"  # the KD comparison's table
     text = readme.read_text(encoding="utf-8")
     assert "| 0.770 | 0.770 | 0.821 |" in text
     readme.write_text(
@@ -110,11 +110,11 @@ def test_check_fails_when_a_readme_table_is_edited_by_hand(results_repo):
     )
     stale = report_check(results_repo)
     assert stale.returncode == 1
-    assert "error: README.md or results/REPORT.md is stale" in stale.stderr
+    assert "error: docs/ or results/REPORT.md is stale" in stale.stderr
 
 
 def test_check_fails_when_a_paper_number_changes_under_the_committed_readme(results_repo):
-    """A corrected transcription in results/paper.json, committed without `report.py`, makes README stale."""
+    """A corrected transcription in results/paper.json, committed without `report.py`, makes the pages stale."""
     paper_file = results_repo / "results" / "paper.json"
     paper = json.loads(paper_file.read_text(encoding="utf-8"))
     paper["tables"]["VI"]["rows"][1]["srcc"] = 0.767  # was 0.766
@@ -162,18 +162,20 @@ def markdown_table(text: str) -> tuple[list[str], list[list[str]]]:
 
 
 def rendered_tables() -> dict[str, list[tuple[str, str]]]:
-    """Each result section's table as README.md (between its markers) and results/REPORT.md show it."""
+    """Each result section's table as the documentation (between its markers) and results/REPORT.md show it."""
     from report import SECTIONS
 
-    readme = committed_file("README.md").decode("utf-8")
+    pages = subprocess.run(["git", "ls-files", "docs/*.md", "docs/**/*.md"], cwd=REPO_ROOT, capture_output=True,
+                           text=True, check=True).stdout.split()  # fmt: skip
+    readme = "\n".join(committed_file(page).decode("utf-8") for page in sorted(set(pages)))
     report = committed_file("results/REPORT.md").decode("utf-8")
     shown: dict[str, list[tuple[str, str]]] = {}
     for section in SECTIONS:
         block = re.search(
             rf"<!-- results:{section.name} -->\n(.*?)\n<!-- /results:{section.name} -->", readme, re.S
         )
-        assert block, f"README.md: the {section.name} section is empty or its markers are missing"
-        shown.setdefault(section.name, []).append(("README.md", block.group(1)))
+        assert block, f"docs/: the {section.name} section is empty or its markers are missing"
+        shown.setdefault(section.name, []).append(("docs/", block.group(1)))
         part = report.split(f"\n## {section.heading}\n", 1)[1].split("\n## ", 1)[0]
         shown.setdefault(section.name, []).append(("results/REPORT.md", part))
     return shown
@@ -181,7 +183,7 @@ def rendered_tables() -> dict[str, list[tuple[str, str]]]:
 
 def test_every_matched_paper_row_is_shown_with_the_numbers_of_paper_json():
     """Each demo row that MATCHES pairs with a paper row shows that row's name and its values, as
-    results/paper.json has them, in README.md and results/REPORT.md; a number missing, changed, or put
+    results/paper.json has them, in docs/ and results/REPORT.md; a number missing, changed, or put
     in another column fails."""
     rows = paper_rows(PAPER)
     checked, unfinished = 0, 0
@@ -210,7 +212,7 @@ def test_every_matched_paper_row_is_shown_with_the_numbers_of_paper_json():
                     shown_cell = line[header.index(f"paper {paper_header(name)}")]
                     assert shown_cell == expected_cell(paper_row, name), (where, section, key, name)
                 checked += 1
-    # in README.md and REPORT.md
+    # in docs/ and REPORT.md
     assert checked + unfinished == 2 * sum(len(match.rows) for match in MATCHES.values())
 
 
@@ -258,7 +260,7 @@ def test_a_mapping_to_a_paper_row_that_is_not_there_stops_the_report_in_one_line
     paper_file.write_text(
         paper_file.read_text(encoding="utf-8").replace('"label": "AF"', '"label": "AFs"'), encoding="utf-8"
     )
-    readme_before = (results_repo / "README.md").read_text(encoding="utf-8")
+    readme_before = (results_repo / "docs" / "results.md").read_text(encoding="utf-8")
     for args in ((), ("--check",)):
         result = subprocess.run(
             [sys.executable, str(REPO_ROOT / "scripts" / "report.py"), *args],
@@ -269,7 +271,7 @@ def test_a_mapping_to_a_paper_row_that_is_not_there_stops_the_report_in_one_line
             "error: results/paper.json has no row 'AF' in Table IV (report section matching, demo row "
             "'teacher_feature_matching')"
         ]
-    assert (results_repo / "README.md").read_text(encoding="utf-8") == readme_before
+    assert (results_repo / "docs" / "results.md").read_text(encoding="utf-8") == readme_before
 
 
 def test_departures_list_every_hyper_parameter_where_params_yaml_differs_from_the_paper():
@@ -291,7 +293,7 @@ def test_departures_list_every_hyper_parameter_where_params_yaml_differs_from_th
 
 
 def test_an_empty_result_section_gets_its_table_and_keeps_it_on_the_next_render():
-    """A section added to README.md as two adjacent markers was never filled (the pattern wanted a line
+    """A section added to a page as two adjacent markers was never filled (the pattern wanted a line
     between them), so `report.py --check` passed over it; filled once, it stays as it is."""
     from report import render
 
@@ -303,7 +305,7 @@ def test_an_empty_result_section_gets_its_table_and_keeps_it_on_the_next_render(
 
 
 def test_kd_gain_per_category_shows_the_papers_gain_beside_each_category():
-    """Table IX's KD gain per category, as README.md and REPORT.md show it: each category the paper has shows
+    """Table IX's KD gain per category, as docs/ and REPORT.md show it: each category the paper has shows
     its SRCC with KD minus without, computed here from results/paper.json."""
     rows = paper_rows(PAPER)
     for where, text in rendered_tables()["kd_per_category"]:

@@ -35,8 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--layer", action="append", help="module name(s) of the backbone to explain (repeatable)"
     )
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--batch-size", type=at_least(1), default=16)
+    parser.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda")
+    parser.add_argument(
+        "--batch-size", type=at_least(1), default=16, help="images per forward and backward pass"
+    )
 
 
 POOLING_AND_HEAD = ("global_pool", "head", "fc", "classifier", "head_drop", "fc_norm", "pre_logits")

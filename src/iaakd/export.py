@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the model card's test metrics (default with --hub-folder: metrics/evaluate.json when MODEL "
         "is models/student.pt and it exists)",
     )
-    parser.add_argument("--opset", type=at_least(1), default=ONNX_OPSET)
+    parser.add_argument("--opset", type=at_least(1), default=ONNX_OPSET, help="the ONNX opset to export to")
 
 
 def run(args: argparse.Namespace) -> int:

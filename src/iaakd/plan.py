@@ -89,9 +89,10 @@ def image_size(text: str) -> tuple[int, int]:
     return width, height
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """``iaakd plan`` (``python -m iaakd.plan``): its arguments, declared once for the command and its reference."""
     parser = argparse.ArgumentParser(prog="python -m iaakd.plan", description=__doc__.splitlines()[0])
-    parser.add_argument("backbones", nargs="+")
+    parser.add_argument("backbones", nargs="+", help="timm model names (full arch.tag names)")
     parser.add_argument(
         "--images", type=positive_count, default=255502, help="number of images (AVA: 255,502)"
     )
@@ -101,7 +102,11 @@ def main(argv: list[str] | None = None) -> None:
         default=(800, 600),
         help="WIDTHxHEIGHT for GMACs (AVA images: at most 800 px)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     width, height = args.size
     try:
         plans = [plan_backbone(name, height, width) for name in args.backbones]

@@ -68,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="decode JPEGs at 1/2..1/8 scale, still >= the input size (default: as the model was trained)",
     )
-    parser.add_argument("--batch-size", type=at_least(1), default=32)
+    parser.add_argument("--batch-size", type=at_least(1), default=32, help="images per forward pass")
     parser.add_argument(
         "--num-workers",
         type=at_least(0),

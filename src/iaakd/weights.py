@@ -16,7 +16,9 @@ from iaakd.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    actions = parser.add_subparsers(dest="action", required=True, parser_class=type(parser))
+    actions = parser.add_subparsers(
+        dest="action", required=True, parser_class=type(parser), help="fetch or list"
+    )
     fetch = actions.add_parser("fetch", help="download backbones' weights into the Hugging Face cache")
     fetch.add_argument("names", nargs="+", metavar="NAME", help="timm model names")
     listing = actions.add_parser("list", help="the weights in the Hugging Face cache")
