@@ -269,7 +269,11 @@ def cli_markdown() -> str:
                 shown += " {" + ", ".join(map(str, action.choices)) + "}"
             elif action.metavar:
                 shown += f" `{action.metavar}`"
-            default = "" if action.default in (None, argparse.SUPPRESS, False) else f"`{action.default}`"
+            default = (
+                ""
+                if action.default is None or action.default is False or action.default == argparse.SUPPRESS
+                else f"`{action.default}`"
+            )
             lines.append(f"| {shown} | {default} | {_escape(' '.join((action.help or '').split()))} |")
         lines.append("")
     return "\n".join(lines)

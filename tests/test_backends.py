@@ -56,12 +56,12 @@ def test_onnxruntime_and_torch_give_the_same_scores_on_real_photos(ava_sample, t
 
 def test_auto_takes_onnxruntime_on_the_cpu_and_exports_once_per_model(tmp_path, cache):
     from iaakd import Scorer
-    from iaakd.models.hub import sha256
+    from iaakd.runtime import cache_key
 
     checkpoint = save_tiny_student(tmp_path / "student.pt")
     first = Scorer.load(checkpoint, "cpu", warn=False)
     assert first.backend == "onnxruntime"
-    cached = cache / f"{sha256(checkpoint)}.onnx"
+    cached = cache / f"{cache_key(first)}.onnx"
     assert [path.name for path in cache.glob("*.onnx")] == [cached.name]
     written = cached.stat().st_mtime_ns
     Scorer.load(checkpoint, "cpu", warn=False)
@@ -125,5 +125,28 @@ def test_onnxruntime_on_a_gpu_is_refused_in_one_line(tmp_path, capsys):
     from iaakd.runtime import choose_backend
 
     with pytest.raises(UserError, match="backend onnxruntime runs on the CPU here"):
-        choose_backend("onnxruntime", torch.device("cuda"), None)
-    assert choose_backend("auto", torch.device("cuda"), None) == "torch"
+        choose_backend("onnxruntime", torch.device("cuda"))
+    assert choose_backend("auto", torch.device("cuda")) == "torch"
+
+
+def test_the_forward_pass_takes_omp_num_threads_else_the_cores_the_workers_leave(monkeypatch):
+    from iaakd.runtime import forward_threads, usable_cores
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert forward_threads(1) == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert forward_threads(1) == max(1, usable_cores() - 1) and forward_threads(0) == usable_cores()
+
+
+def test_same_weights_with_another_normalisation_get_their_own_export(tmp_path, cache):
+    """Two models with the same weights but a different mean/std compute different graphs: two cache entries."""
+    import dataclasses
+
+    from iaakd import Scorer
+    from iaakd.runtime import cache_key
+
+    checkpoint = save_tiny_student(tmp_path / "student.pt")
+    first = Scorer.load(checkpoint, "cpu", warn=False, backend="torch")
+    other = Scorer(first.model.student, dataclasses.replace(first.preprocess, mean=(0.5, 0.5, 0.5)),
+                   first.checkpoint, first.device, first.model_sha256, "other", backend="torch")  # fmt: skip
+    assert cache_key(first) != cache_key(other)

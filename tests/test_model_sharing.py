@@ -102,16 +102,16 @@ def test_hf_name_downloads_through_the_hub_cache_and_records_commit_and_hashes(s
                                  env=hub_env(hub, tmp_path / "hf", offline=True), capture_output=True, text=True)  # fmt: skip
         assert offline.returncode == 0, offline.stderr
         assert hub.downloads() == downloads  # the cache served the second run
-    assert downloads == 3  # config.json, model.safetensors, model.onnx, each once
+    assert downloads == 2  # config.json and model.safetensors, once each (model.onnx is not run here)
     record = json.loads(out.with_name("scores.csv.json").read_text())
     assert (
         record["hub"]["repo"] == REPO
         and record["hub"]["revision"] == "v1"
         and record["hub"]["commit"] == COMMIT
     )
-    for name, content in served.items():
-        if name[1] != "README.md":
-            assert record["hub"]["files"][name[1]] == hashlib.sha256(content).hexdigest()
+    assert sorted(record["hub"]["files"]) == ["config.json", "model.safetensors"]
+    for name in record["hub"]["files"]:
+        assert record["hub"]["files"][name] == hashlib.sha256(served[(REPO, name)]).hexdigest()
     assert record["model_sha256"] == hashlib.sha256(served[(REPO, "model.safetensors")]).hexdigest()
     rows = np.loadtxt(out, delimiter=",", skiprows=1, usecols=1)
     np.testing.assert_allclose(rows, scores(str(checkpoint), photos), atol=1e-4)  # 4 decimals in the CSV
@@ -134,8 +134,13 @@ def test_a_malformed_hf_name_is_one_line(name, tmp_path, capsys):
 
 
 class Exploit:
+    """A pickle that, loaded, touches MARKER."""
+
     def __reduce__(self):
-        return (Path.touch, (Path("/tmp/iaakd-pickle-ran"),))
+        return (Path.touch, (MARKER,))
+
+
+MARKER = Path("/tmp/iaakd-pickle-ran")
 
 
 def test_a_folder_with_a_pickle_in_place_of_the_safetensors_is_refused_without_running_it(
@@ -144,32 +149,58 @@ def test_a_folder_with_a_pickle_in_place_of_the_safetensors_is_refused_without_r
     _, folder, photos = shared
     crafted = tmp_path / "crafted"
     shutil.copytree(folder, crafted)
-    marker = Path("/tmp/iaakd-pickle-ran")
-    marker.unlink(missing_ok=True)
+    MARKER.unlink(missing_ok=True)
     (crafted / "model.safetensors").write_bytes(pickle.dumps({"state": Exploit()}))
     status, _, err = run_cli(["score", str(crafted), *photos], capsys)
-    assert status == 1 and not marker.exists()
+    assert status == 1
     assert err.startswith(f"error: {crafted / 'model.safetensors'}: not a safetensors file")
     assert len(err.strip().splitlines()) == 1
     (crafted / "model.safetensors").unlink()
-    torch.save({"w": torch.zeros(1)}, crafted / "pytorch_model.bin")
+    torch.save({"w": Exploit()}, crafted / "pytorch_model.bin")  # the pickle a torch.load would run
     status, _, err = run_cli(["score", str(crafted), *photos], capsys)
-    assert status == 1
+    assert status == 1 and not MARKER.exists()
     assert (
         err.strip()
         == f"error: {crafted}: no model.safetensors (found pytorch_model.bin: pickles are never loaded from a folder)"
     )
 
 
-def test_an_onnx_file_that_disagrees_with_the_weights_is_refused(shared, tmp_path, capsys):
+def test_a_folder_s_shipped_onnx_is_never_run_for_scoring(shared, tmp_path):
+    """model.onnx is for other languages: scoring exports the folder's own weights, so an ONNX file from
+    another model in its place changes nothing."""
+    from iaakd.tasks import Task
+
     _, folder, photos = shared
     other = tmp_path / "other"
     shutil.copytree(folder, other)
-    from iaakd.tasks import Task
-
     stranger = save_tiny_student(tmp_path / "stranger.pt", seed=9, input_size=72, resize_filter="bicubic",
                                  task=Task(output="score", score_range=(0.0, 100.0)))  # fmt: skip
     subprocess.run([sys.executable, "-m", "iaakd", "export", str(stranger), "--onnx", str(other / "model.onnx")],
                    check=True, capture_output=True)  # fmt: skip
-    status, _, err = run_cli(["score", str(other), *photos, "--backend", "onnxruntime"], capsys)
-    assert status == 1 and "its outputs differ from the model's weights" in err
+    assert (other / "model.onnx").read_bytes() != (folder / "model.onnx").read_bytes()
+    np.testing.assert_allclose(
+        scores(str(other), photos, "onnxruntime"), scores(str(folder), photos), atol=1e-4
+    )
+    assert np.ptp(scores(str(stranger), photos) - scores(str(folder), photos)) > 1e-3  # it would have shown
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda c: c.update(head=[]), "head must be a mapping, not []"),
+        (lambda c: c["preprocess"].update(resize_filter="xyz"), "preprocess.resize_filter must be one of"),
+        (lambda c: c["preprocess"].update(size="72"), 'preprocess.size must be an integer >= 8, not "72"'),
+        (lambda c: c["preprocess"].update(std=[0.2, 0.2]), "preprocess.std must be three numbers"),
+        (lambda c: c.update(feature_dim=-1), "feature_dim must be a positive integer, not -1"),
+    ],
+)
+def test_a_malformed_config_is_one_line_naming_the_key(shared, tmp_path, capsys, change, message):
+    _, folder, photos = shared
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    config = json.loads((broken / "config.json").read_text())
+    change(config)
+    (broken / "config.json").write_text(json.dumps(config))
+    status, _, err = run_cli(["score", str(broken), *photos], capsys)
+    assert status == 1 and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"error: {broken / 'config.json'}: {message}"), err

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from iaakd.data.images import Preprocess
+from iaakd.data.images import RESIZE_FILTERS, Preprocess
 from iaakd.errors import UserError, first_line
 from iaakd.models import Student
 from iaakd.student.checkpoint import student_from_checkpoint
@@ -104,9 +104,51 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
         ) from None
 
 
+def check_config(config: dict, path: Path) -> None:
+    """The fields a student is built from have the right kinds and values: one line naming the key if not."""
+
+    def require(holds: bool, key: str, wanted: str) -> None:
+        if not holds:
+            raise UserError(f"{path}: {key} must be {wanted}, not {_shown(config, key)}")
+
+    def is_pair(value: object) -> bool:
+        return isinstance(value, list) and len(value) == 2 and all(type(v) is int and v > 0 for v in value)
+
+    require(isinstance(config.get("architecture"), str), "architecture", "a timm model name")
+    require(
+        type(config.get("feature_dim")) is int and config["feature_dim"] > 0,
+        "feature_dim",
+        "a positive integer",
+    )
+    head, preprocess = config.get("head"), config.get("preprocess")
+    require(isinstance(head, dict), "head", "a mapping")
+    require(is_pair(head.get("to_feature")), "head.to_feature", "two positive integers")
+    require(is_pair(head.get("output")), "head.output", "two positive integers")
+    require(isinstance(preprocess, dict), "preprocess", "a mapping")
+    require(
+        type(preprocess.get("size")) is int and preprocess["size"] >= 8, "preprocess.size", "an integer >= 8"
+    )
+    require(preprocess.get("resize_filter") in RESIZE_FILTERS, "preprocess.resize_filter",
+            f"one of {', '.join(RESIZE_FILTERS)}")  # fmt: skip
+    for key in ("mean", "std"):
+        values = preprocess.get(key)
+        require(isinstance(values, list) and len(values) == 3 and all(isinstance(v, int | float) and not
+                isinstance(v, bool) for v in values), f"preprocess.{key}", "three numbers")  # fmt: skip
+    require(all(v > 0 for v in preprocess["std"]), "preprocess.std", "positive")
+    require(isinstance(config.get("task", {}), dict), "task", "a mapping")
+
+
+def _shown(config: dict, key: str) -> str:
+    value: object = config
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return json.dumps(value)[:60]
+
+
 def read_folder(folder: Path) -> tuple[Student, Preprocess, dict]:
     """The model, its preprocessing and a checkpoint-shaped description (as :func:`load_student` returns)."""
     config = read_config(folder)
+    check_config(config, folder / CONFIG_FILE)
     inverse = {new: old for old, new in RENAMED.items()}
     checkpoint = {inverse.get(key, key): value for key, value in config.items()}
     checkpoint["kind"], checkpoint["state_dict"] = "student", read_weights(folder / WEIGHTS_FILE)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from iaakd.data.images import Preprocess
 from iaakd.errors import UserError, first_line
-from iaakd.hub_folder import CONFIG_FILE, ONNX_FILE, WEIGHTS_FILE, is_model_folder, read_folder
+from iaakd.hub_folder import CONFIG_FILE, WEIGHTS_FILE, is_model_folder, read_folder
 from iaakd.models import Student
 from iaakd.models.hub import commit_in, endpoint, offline, reachable, sha256
 from iaakd.student import load_student
@@ -31,7 +31,6 @@ class LoadedStudent:
     checkpoint: dict  # the checkpoint's fields (a folder's config.json read as one)
     name: str  # as the user gave it
     sha256: str  # of the weights file: the .pt, or the folder's model.safetensors
-    onnx_file: Path | None = None  # the ONNX file that came with a folder
     hub: dict | None = None  # hf://: repository, revision asked, commit resolved, files' SHA-256
 
 
@@ -52,9 +51,7 @@ def load_model(name: str | Path) -> LoadedStudent:
 
 def _from_folder(folder: Path, name: str, hub: dict | None = None) -> LoadedStudent:
     model, preprocess, checkpoint = read_folder(folder)
-    onnx_file = folder / ONNX_FILE
-    return LoadedStudent(model, preprocess, checkpoint, name, sha256(folder / WEIGHTS_FILE),
-                         onnx_file if onnx_file.is_file() else None, hub)  # fmt: skip
+    return LoadedStudent(model, preprocess, checkpoint, name, sha256(folder / WEIGHTS_FILE), hub)
 
 
 def _from_hub(name: str) -> LoadedStudent:
@@ -62,7 +59,7 @@ def _from_hub(name: str) -> LoadedStudent:
     if match is None:
         raise UserError(f"{name}: not hf://ORG/NAME or hf://ORG/NAME@REVISION")
     repo, revision = match["repo"], match["revision"]
-    files = repository_files(repo, (CONFIG_FILE, WEIGHTS_FILE), revision, optional=(ONNX_FILE,))
+    files = repository_files(repo, (CONFIG_FILE, WEIGHTS_FILE), revision)  # model.onnx is not run here
     folder = files[CONFIG_FILE].parent  # the snapshot folder of the resolved commit
     if any(path.parent != folder for path in files.values()):
         raise UserError(f"{name}: its files resolved to different commits; try again")
@@ -76,11 +73,11 @@ def _from_hub(name: str) -> LoadedStudent:
 
 
 def repository_files(
-    repo_id: str, filenames: tuple[str, ...], revision: str | None = None, optional: tuple[str, ...] = ()
+    repo_id: str, filenames: tuple[str, ...], revision: str | None = None
 ) -> dict[str, Path]:
     """Files of one revision of a Hub repository, through the Hugging Face cache: downloaded when the Hub
-    is reachable and not switched off, else taken from the cache. ``optional`` files may be absent (left
-    out of the result); a missing required file, repository or revision is one line naming it."""
+    is reachable and not switched off, else taken from the cache. A missing file, repository or revision is
+    one line naming it."""
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
     from huggingface_hub.errors import (
         EntryNotFoundError,
@@ -92,13 +89,12 @@ def repository_files(
     where = f"{repo_id}@{revision}" if revision else repo_id
     problem = "the Hub is switched off (HF_HUB_OFFLINE=1)" if offline() else reachable()
     found: dict[str, Path] = {}
-    for filename in (*filenames, *optional):
+    for filename in filenames:
         if problem is not None:  # the cache alone
             cached_file = try_to_load_from_cache(repo_id, filename, revision=revision)
-            if isinstance(cached_file, str):
-                found[filename] = Path(cached_file)
-            elif filename not in optional:
+            if not isinstance(cached_file, str):
                 raise UserError(f"{where}: {filename} is not in the Hugging Face cache and {problem}")
+            found[filename] = Path(cached_file)
             continue
         try:
             found[filename] = Path(hf_hub_download(repo_id, filename, revision=revision))
@@ -107,8 +103,7 @@ def repository_files(
         except RevisionNotFoundError:
             raise UserError(f"{where}: no such revision on {endpoint()}") from None
         except EntryNotFoundError:
-            if filename not in optional:
-                raise UserError(f"{where}: has no {filename} on {endpoint()}") from None
+            raise UserError(f"{where}: has no {filename} on {endpoint()}") from None
         except (HfHubHTTPError, OSError, ValueError) as error:
             raise UserError(
                 f"{where}: downloading {filename} from {endpoint()} failed: {first_line(error)}"

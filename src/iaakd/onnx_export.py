@@ -17,6 +17,7 @@ import io
 import json
 from pathlib import Path
 
+from iaakd.atomic import atomic_path
 from iaakd.errors import UserError, first_line
 
 ONNX_OPSET = 18
@@ -152,19 +153,17 @@ def export_onnx(scorer, path: Path, opset: int = ONNX_OPSET, program=None) -> di
     for key, value in flat_metadata(description).items():
         onnx_program.model.metadata_props[key] = value
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(path.name + ".partial")
-    onnx_program.save(staging)
-    session = onnxruntime.InferenceSession(str(staging), providers=["CPUExecutionProvider"])
-    got = session.run(None, {"image": example.numpy()})
-    with torch.no_grad():
-        expected = program.module()(example)
-    worst = max(float(np.abs(a - b.numpy()).max()) for a, b in zip(got, expected, strict=True))
-    if worst > PARITY_TOLERANCE:
-        staging.unlink()
-        raise UserError(
-            f"ONNX export of {scorer.model_path}: onnxruntime differs from PyTorch by {worst:.2g}"
-        )
-    staging.replace(path)
+    with atomic_path(path) as staging:  # a unique staging file: parallel exports of one model do not collide
+        onnx_program.save(staging)
+        session = onnxruntime.InferenceSession(str(staging), providers=["CPUExecutionProvider"])
+        got = session.run(None, {"image": example.numpy()})
+        with torch.no_grad():
+            expected = program.module()(example)
+        worst = max(float(np.abs(a - b.numpy()).max()) for a, b in zip(got, expected, strict=True))
+        if worst > PARITY_TOLERANCE:
+            raise UserError(
+                f"ONNX export of {scorer.model_path}: onnxruntime differs from PyTorch by {worst:.2g}"
+            )
     _write_json(path, description)
     return description
 
@@ -177,9 +176,8 @@ def export_pt2(scorer, path: Path, program=None) -> dict:
     description = preprocessing_description(scorer)
     program = program if program is not None else exported_program(scorer)
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(path.stem + ".partial.pt2")  # torch.export.save wants the .pt2 suffix
-    torch.export.save(program, staging, extra_files={"preprocessing.json": json.dumps(description)})
-    staging.replace(path)
+    with atomic_path(path) as staging:  # its name keeps the .pt2 suffix torch.export.save wants
+        torch.export.save(program, staging, extra_files={"preprocessing.json": json.dumps(description)})
     _write_json(path, description)
     return description
 
@@ -190,11 +188,16 @@ def _cpu_model(scorer):
     return copy.deepcopy(scorer.model).cpu().eval()
 
 
-def example_batch(scorer):
+def example_batch(scorer, seed: int | None = 0):
+    """Two random uint8 images of the model's input size; ``seed`` None: drawn afresh each time."""
     import torch
 
     size = scorer.preprocess.size
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator()
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
     return torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8, generator=generator)
 
 

@@ -36,6 +36,7 @@ class Page:
         self.decimals = decimals  # the scores as the CSV has them, so page and file agree on ties
         self.header = {"model": model, "score_column": score_column, "decimals": decimals, "warning": warning}
         self.rows: list[list] = []
+        self.missing_thumbnails = 0  # scored rows of an earlier run (--resume) whose thumbnail is not in DIR
         self.thumbs.mkdir(parents=True, exist_ok=True)
         (folder / PAGE).unlink(missing_ok=True)  # an earlier page is not this run's until it ends
 
@@ -46,6 +47,9 @@ class Page:
             (self.thumbs / name).write_bytes(thumbnail)
         has_thumbnail = (self.thumbs / name).is_file()
         value = None if error or score is None or math.isnan(score) else round(float(score), self.decimals)
+        if value is None and not error:
+            error = "no score: the model's output was not a number"
+        self.missing_thumbnails += not error and not has_thumbnail
         self.rows.append([path, value, error, f"{THUMBS}/{name}" if has_thumbnail else None, file_url(path)])
 
     def write(self) -> Path:

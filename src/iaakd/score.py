@@ -339,8 +339,13 @@ def run(args: argparse.Namespace) -> int:
             {**record, "complete": True, "rows": rows, "failed": failed},
         )
     summarise(tally, len(paths), before, str(args.out) if args.out else "stdout")
-    if page is not None and not tally.stopped:
-        print(f"iaakd score: the page is {page.write()}", file=sys.stderr)
+    if page is not None and tally.stopped:
+        print(f"iaakd score: no page written in {args.html} (stopped early)", file=sys.stderr)
+    elif page is not None:
+        missing = (
+            f"; {page.missing_thumbnails} earlier rows have no thumbnail" if page.missing_thumbnails else ""
+        )
+        print(f"iaakd score: the page is {page.write()}{missing}", file=sys.stderr)
     return EXIT_FAILED if failed else EXIT_OK
 
 

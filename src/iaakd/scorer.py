@@ -29,7 +29,7 @@ from iaakd.data.scan import IMAGE_SUFFIXES, scan_image
 from iaakd.errors import UserError, first_line
 from iaakd.model_ref import load_model
 from iaakd.models import Student
-from iaakd.runtime import OnnxForward, TorchForward, choose_backend, onnx_file_for
+from iaakd.runtime import OnnxForward, TorchForward, choose_backend, forward_threads, onnx_model
 from iaakd.student import checkpoint_task
 from iaakd.tasks import Task
 
@@ -202,7 +202,6 @@ class Scorer:
         model_sha256: str = "",
         model_path: str = "",
         backend: str = "torch",
-        onnx_file: Path | None = None,
         hub: dict | None = None,
     ) -> None:
         if model.semantic == "input":
@@ -214,11 +213,16 @@ class Scorer:
         self.task = checkpoint_task(checkpoint)
         self.model_sha256, self.model_path, self.hub = model_sha256, model_path, hub
         self.model = ScoreModel(model, preprocess, self.task).to(device).eval()
-        self.backend = choose_backend(backend, device, onnx_file)
+        self.backend = choose_backend(backend, device)
+        self.forward: TorchForward | OnnxForward = TorchForward(self.model, device)
         if self.backend == "onnxruntime":
-            self.forward: TorchForward | OnnxForward = OnnxForward(onnx_file_for(self, onnx_file))
-        else:
-            self.forward = TorchForward(self.model, device)
+            try:
+                self.forward = OnnxForward(onnx_model(self))
+            except UserError as error:
+                if backend != "auto":
+                    raise
+                warnings.warn(f"{error}; scoring with torch instead", UserWarning, stacklevel=2)
+                self.backend = "torch"
 
     @classmethod
     def load(
@@ -243,16 +247,17 @@ class Scorer:
                 )
             preprocess = dataclasses.replace(preprocess, jpeg_draft=jpeg_draft)
         scorer = cls(loaded.model, preprocess, loaded.checkpoint, resolve_device(device), loaded.sha256,
-                     loaded.name, backend, loaded.onnx_file, loaded.hub)  # fmt: skip
+                     loaded.name, backend, loaded.hub)  # fmt: skip
         if warn and scorer.trained_on_demo:
             warnings.warn(DEMO_WARNING, UserWarning, stacklevel=2)
         return scorer
 
     def share_cores(self, workers: int) -> None:
         """On the CPU the forward pass gets the cores the decoding workers leave: its threads wait for a
-        busy core otherwise, which slows it many times over. ``OMP_NUM_THREADS``, when set, wins."""
-        if self.device.type == "cpu" and workers > 0 and "OMP_NUM_THREADS" not in os.environ:
-            self.forward.set_threads(max(1, (os.cpu_count() or 1) - workers))
+        busy core otherwise, which slows it many times over. ``OMP_NUM_THREADS``, when set, wins
+        (:func:`iaakd.runtime.forward_threads`)."""
+        if self.device.type == "cpu":
+            self.forward.set_threads(forward_threads(workers))
 
     @property
     def data_source(self) -> str | None:
