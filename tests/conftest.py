@@ -26,8 +26,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # before anything imports torch (
 # No test reaches the real Hub (this machine and CI have no internet); the weights tests serve their own on the
 # loopback and switch this off for their commands (tests/hub_stand_in.py)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# ONNX exports the scorer caches (iaakd.runtime) go to a folder of this run, not the user's cache
+# ONNX exports the scorer caches (iaakd.runtime) go to a folder of this run, not the user's cache; the scorer's
+# tests run torch unless they name a backend (each tiny model's export costs seconds; the ONNX Runtime path has
+# its own tests: test_backends.py, test_model_sharing.py, and the scoring tutorial in the reproduction script)
 os.environ.setdefault("IAAKD_CACHE", tempfile.mkdtemp(prefix="iaakd-cache-"))
+os.environ.setdefault("IAAKD_BACKEND", "torch")
 import re
 import shutil
 import signal
@@ -282,7 +285,9 @@ def reproduction_commands() -> str:
             f"{readme} is no longer in the README's own-experiment blocks: update OWN_TO_TINY"
         )
         own = own.replace(readme, tiny)
-    scoring = BASELINE_AGAIN + "echo '--- scoring'\n" + readme_block("scoring")
+    # the scoring tutorial scores the student the last experiment left (its outputs are what the own-experiment
+    # test reads, so the baseline is not restored before it)
+    scoring = "echo '--- scoring'\n" + readme_block("scoring")
     return (
         definition
         + "\n"
@@ -330,7 +335,7 @@ class Background:
         if self._stopped:
             raise RuntimeError("the test session has ended")
         # one thread: the tests in the foreground have the other core
-        process = subprocess.Popen(args, cwd=repo, env=environment({"OMP_NUM_THREADS": "1"}),
+        process = subprocess.Popen(args, cwd=repo, env=environment({"OMP_NUM_THREADS": "1", "IAAKD_BACKEND": "auto"}),
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                    start_new_session=True)  # fmt: skip
         self._processes.append(process)

@@ -54,8 +54,10 @@ def test_onnxruntime_and_torch_give_the_same_scores_on_real_photos(ava_sample, t
     )
 
 
-def test_auto_takes_onnxruntime_on_the_cpu_and_exports_once_per_model(tmp_path, cache):
+def test_auto_takes_onnxruntime_on_the_cpu_and_exports_once_per_model(tmp_path, cache, monkeypatch):
     from iaakd import Scorer
+
+    monkeypatch.delenv("IAAKD_BACKEND", raising=False)  # the default, as a user has it
     from iaakd.runtime import cache_key
 
     checkpoint = save_tiny_student(tmp_path / "student.pt")
@@ -76,10 +78,10 @@ def test_a_damaged_cached_export_is_made_again(tmp_path, cache):
 
     checkpoint = save_tiny_student(tmp_path / "student.pt")
     reference = Scorer.load(checkpoint, "cpu", warn=False, backend="torch")
-    Scorer.load(checkpoint, "cpu", warn=False)
+    Scorer.load(checkpoint, "cpu", warn=False, backend="onnxruntime")
     (cached,) = cache.glob("*.onnx")
     cached.write_bytes(cached.read_bytes()[:1000])  # cut short, as by a full disk
-    again = Scorer.load(checkpoint, "cpu", warn=False)
+    again = Scorer.load(checkpoint, "cpu", warn=False, backend="onnxruntime")
     image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     from PIL import Image
 

@@ -41,9 +41,11 @@ def shared(tmp_path_factory) -> tuple[Path, Path, list[str]]:
     metrics.write_text(
         json.dumps({"n": 99, "student": {"srcc": 0.61234, "srcc_ci95": [0.5, 0.7], "plcc": 0.6}})
     )
-    result = subprocess.run([sys.executable, "-m", "iaakd", "export", str(checkpoint), "--hub-folder",
-                             str(root / "hub"), "--metrics", str(metrics)], capture_output=True, text=True)  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    from iaakd.cli import main
+
+    with pytest.raises(SystemExit) as exit_:  # in this process: no interpreter start-up
+        main(["export", str(checkpoint), "--hub-folder", str(root / "hub"), "--metrics", str(metrics)])
+    assert exit_.value.code == 0
     photos = [str(path) for path in write_photos(root / "photos", 12, seed=5)]
     return checkpoint, root / "hub", photos
 
@@ -175,8 +177,11 @@ def test_a_folder_s_shipped_onnx_is_never_run_for_scoring(shared, tmp_path):
     shutil.copytree(folder, other)
     stranger = save_tiny_student(tmp_path / "stranger.pt", seed=9, input_size=72, resize_filter="bicubic",
                                  task=Task(output="score", score_range=(0.0, 100.0)))  # fmt: skip
-    subprocess.run([sys.executable, "-m", "iaakd", "export", str(stranger), "--onnx", str(other / "model.onnx")],
-                   check=True, capture_output=True)  # fmt: skip
+    from iaakd.hub_folder import write_hub_folder
+    from iaakd.scorer import Scorer
+
+    write_hub_folder(Scorer.load(stranger, "cpu", warn=False, backend="torch"), tmp_path / "stranger")
+    shutil.copy(tmp_path / "stranger" / "model.onnx", other / "model.onnx")
     assert (other / "model.onnx").read_bytes() != (folder / "model.onnx").read_bytes()
     np.testing.assert_allclose(
         scores(str(other), photos, "onnxruntime"), scores(str(folder), photos), atol=1e-4

@@ -79,7 +79,7 @@ def test_identical_models_give_exactly_zero_interval():
     assert (same.difference, same.ci95_low, same.ci95_high) == (0.0, 0.0, 0.0)
 
 
-def seed_t_coverage(worlds: list, sims: int, resamples: int = 100) -> tuple[float, list[float]]:
+def seed_t_coverage(worlds: list, sims: int, resamples: int = 50) -> tuple[float, list[float]]:
     """Share of ``sims`` simulations (cycling through ``worlds``) whose seed-t interval covers the world's
     true difference, and the intervals' centres minus the truth."""
     covered, offsets = 0, []

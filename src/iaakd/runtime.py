@@ -10,6 +10,8 @@ so it is paid once per model; not beside the model, because ``models/`` is DVC's
 Hub cache's. Every ONNX file is checked against the PyTorch model on a fresh random batch before use, and the
 session runs the very bytes that were checked.
 
+``$IAAKD_BACKEND`` sets the default of ``--backend`` and ``Scorer.load(backend=None)``.
+
 Threads: the forward pass gets ``OMP_NUM_THREADS`` when it is set, else the cores this process may use less
 the loader's workers (:func:`forward_threads`).
 """
@@ -53,6 +55,11 @@ def forward_threads(workers: int) -> int:
     if (value := os.environ.get("OMP_NUM_THREADS", "")).isdigit() and int(value) > 0:
         return int(value)
     return max(1, usable_cores() - workers)
+
+
+def default_backend() -> str:
+    """``$IAAKD_BACKEND`` when set (for example ``torch`` on machines where ONNX Runtime should not run), else auto."""
+    return os.environ.get("IAAKD_BACKEND") or "auto"
 
 
 def choose_backend(name: str, device: torch.device) -> str:

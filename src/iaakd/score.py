@@ -59,8 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backend",
         choices=BACKENDS,
-        default="auto",
-        help="auto: ONNX Runtime on a CPU when installed (export cached by the model's SHA-256), else torch",
+        default=None,
+        help="auto: ONNX Runtime on a CPU when installed (its export cached), else torch (default: $IAAKD_BACKEND, else auto)",
     )
     parser.add_argument(
         "--jpeg-draft",

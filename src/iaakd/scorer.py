@@ -29,7 +29,14 @@ from iaakd.data.scan import IMAGE_SUFFIXES, scan_image
 from iaakd.errors import UserError, first_line
 from iaakd.model_ref import load_model
 from iaakd.models import Student
-from iaakd.runtime import OnnxForward, TorchForward, choose_backend, forward_threads, onnx_model
+from iaakd.runtime import (
+    OnnxForward,
+    TorchForward,
+    choose_backend,
+    default_backend,
+    forward_threads,
+    onnx_model,
+)
 from iaakd.student import checkpoint_task
 from iaakd.tasks import Task
 
@@ -230,12 +237,13 @@ class Scorer:
         model: str | os.PathLike,
         device: str = "auto",
         warn: bool = True,
-        backend: str = "auto",
+        backend: str | None = None,
         jpeg_draft: bool | None = None,
     ) -> Scorer:
         """From a checkpoint of the student stage, a folder written by ``iaakd export --hub-folder``, or
         ``hf://ORG/NAME[@REVISION]`` (:mod:`iaakd.model_ref`; no code in any file runs). ``backend``:
-        ``auto`` (ONNX Runtime on a CPU when installed), ``torch`` or ``onnxruntime`` (:mod:`iaakd.runtime`).
+        ``auto`` (ONNX Runtime on a CPU when installed), ``torch`` or ``onnxruntime`` (:mod:`iaakd.runtime`);
+        None: ``$IAAKD_BACKEND``, else auto.
         ``jpeg_draft``: decode JPEGs at a reduced scale (None: as the model was trained). ``warn``: a Python
         warning when the model was trained on the synthetic demo."""
         loaded = load_model(model)
@@ -247,7 +255,7 @@ class Scorer:
                 )
             preprocess = dataclasses.replace(preprocess, jpeg_draft=jpeg_draft)
         scorer = cls(loaded.model, preprocess, loaded.checkpoint, resolve_device(device), loaded.sha256,
-                     loaded.name, backend, loaded.hub)  # fmt: skip
+                     loaded.name, backend or default_backend(), loaded.hub)  # fmt: skip
         if warn and scorer.trained_on_demo:
             warnings.warn(DEMO_WARNING, UserWarning, stacklevel=2)
         return scorer
