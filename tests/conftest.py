@@ -256,7 +256,7 @@ def documented_pages() -> list[Path]:
     return [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").rglob("*.md"))]
 
 
-def readme_block(name: str) -> str:
+def commands_block(name: str) -> str:
     """The ``<!-- commands:NAME -->`` shell block of README.md or a documentation page (exactly one)."""
     pattern = re.compile(rf"<!-- commands:{name} -->\n```sh\n(.*?)```\n<!-- /commands:{name} -->", re.S)
     found = [
@@ -273,13 +273,13 @@ def reproduction_commands() -> str:
     to record VALIDATED_ONLY's commands instead of running them; then, from the baseline again, the "Your own
     experiment" blocks (<!-- commands:own -->, <!-- commands:grid --> with OWN_TO_TINY's replacements, then
     <!-- commands:other -->)."""
-    commands = readme_block("paper")
+    commands = commands_block("paper")
     for paper, tiny in PAPER_TO_TINY.items():
         assert paper in commands, f"{paper} is no longer in the README's commands: update PAPER_TO_TINY"
         commands = commands.replace(paper, tiny)
     definition, rest = commands.split("\n", 1)
     assert definition.startswith("exp() {"), "the README's block no longer starts by defining exp()"
-    own = readme_block("own") + readme_block("grid") + readme_block("other")
+    own = commands_block("own") + commands_block("grid") + commands_block("other")
     for readme, tiny in OWN_TO_TINY.items():
         assert readme in own, (
             f"{readme} is no longer in the README's own-experiment blocks: update OWN_TO_TINY"
@@ -287,7 +287,7 @@ def reproduction_commands() -> str:
         own = own.replace(readme, tiny)
     # the scoring tutorial scores the student the last experiment left (its outputs are what the own-experiment
     # test reads, so the baseline is not restored before it)
-    scoring = "echo '--- scoring'\n" + readme_block("scoring")
+    scoring = "echo '--- scoring'\n" + commands_block("scoring")
     return (
         definition
         + "\n"

@@ -17,6 +17,7 @@ from pathlib import Path
 from iaakd.command import at_least, output_file, output_folder, require_modules
 from iaakd.errors import UserError
 from iaakd.onnx_export import ONNX_OPSET
+from iaakd.runtime import ONNX_MODULES
 
 
 class _TorchScriptRefused(argparse.Action):
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.onnx is None and args.pt2 is None and args.hub_folder is None:
         raise UserError("iaakd export: name at least one of --onnx FILE, --pt2 FILE, --hub-folder DIR")
-    require_modules("onnx", "onnxscript", "onnxruntime")
+    require_modules(*ONNX_MODULES)
     for flag, path in (("--onnx", args.onnx), ("--pt2", args.pt2)):
         if path is not None:
             output_file(path, flag)

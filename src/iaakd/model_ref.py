@@ -50,8 +50,9 @@ def load_model(name: str | Path) -> LoadedStudent:
 
 
 def _from_folder(folder: Path, name: str, hub: dict | None = None) -> LoadedStudent:
-    model, preprocess, checkpoint = read_folder(folder)
-    return LoadedStudent(model, preprocess, checkpoint, name, sha256(folder / WEIGHTS_FILE), hub)
+    model, preprocess, checkpoint = read_folder(folder)  # first: it names a missing or foreign weights file
+    weights_sha256 = hub["files"][WEIGHTS_FILE] if hub else sha256(folder / WEIGHTS_FILE)  # hashed once
+    return LoadedStudent(model, preprocess, checkpoint, name, weights_sha256, hub)
 
 
 def _from_hub(name: str) -> LoadedStudent:

@@ -45,7 +45,7 @@ class Page:
         name = thumbnail_name(path)
         if thumbnail is not None:
             (self.thumbs / name).write_bytes(thumbnail)
-        has_thumbnail = (self.thumbs / name).is_file()
+        has_thumbnail = thumbnail is not None or (self.thumbs / name).is_file()
         value = None if error or score is None or math.isnan(score) else round(float(score), self.decimals)
         if value is None and not error:
             error = "no score: the model's output was not a number"

@@ -51,10 +51,8 @@ from scipy import stats
 from iaakd.errors import UserError
 
 METRICS = ("srcc", "plcc", "acc", "emd")
-METHODS = (
-    "seed-t",
-    "percentile",
-)  # the interval: seed-t (the default), or the earlier hierarchical percentile
+# the interval: seed-t (the default), or the earlier hierarchical percentile bootstrap, kept for comparison
+METHODS = ("seed-t", "percentile")
 HIGHER_IS_BETTER = {"srcc": True, "plcc": True, "acc": True, "emd": False}
 LEVEL = 0.95
 _BLOCK_ELEMENTS = 2_000_000  # resampled values held at once per configuration, to bound memory
@@ -115,13 +113,13 @@ def paired_difference(
     names: tuple[str, str] = ("A", "B"),
     method: str = "seed-t",
 ) -> PairedDifference:
-    """Difference A - B in one metric, with its paired (and, over seeds, hierarchical) bootstrap interval.
+    """Difference A - B in one metric, with its paired interval (``method``: see the module docstring).
 
     ``pred_a``/``pred_b``: predicted scores, shape ``(images,)`` for one seed or ``(seeds, images)``;
     ``true_score``: ``(images,)``. Acc calls "high" a score strictly above ``cutoff`` (on both sides),
     unless ``high_a``/``high_b`` give the predicted calls (for example a binary head's probability > 0.5).
     EMD needs ``true_dist`` ``(images, bins)`` and ``dist_a``/``dist_b`` ``([seeds,] images, bins)``.
-    Test images are resampled (the same indices for A and B) and, where there are several, seeds too (see
+    Test images are resampled (the same indices for A and B); with ``method="percentile"``, seeds too (see
     the module docstring); the same ``seed`` gives the same result. Bad input raises ``UserError``.
     """
     if metric not in METRICS:

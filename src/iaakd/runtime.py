@@ -114,29 +114,33 @@ def onnx_session(model: bytes, threads: int):
 
 
 class OnnxForward:
-    """An ONNX Runtime session of the checked model bytes, made again when the threads change."""
+    """An ONNX Runtime session of the checked model bytes, made at the first batch with the threads set by
+    then (``iaakd score`` sets them once it knows its workers: a session is made once, not twice)."""
 
     name = "onnxruntime"
 
     def __init__(self, model: bytes, threads: int | None = None) -> None:
-        self.model = model
-        self.set_threads(threads or forward_threads(0))
+        self.model, self.threads, self._session = model, threads or forward_threads(0), None
 
     def set_threads(self, threads: int) -> None:
-        self.threads, self.session = threads, onnx_session(self.model, threads)
+        if threads != self.threads:
+            self.threads, self._session = threads, None
 
     def __call__(self, images: torch.Tensor) -> np.ndarray:
-        return self.session.run(["output"], {"image": images.numpy()})[0].astype(np.float64)
+        if self._session is None:
+            self._session = onnx_session(self.model, self.threads)
+        return self._session.run(["output"], {"image": images.numpy()})[0].astype(np.float64)
 
 
 def cache_key(scorer) -> str:
     """What the exported graph holds: the weights, and the architecture, head, task and normalisation."""
+    preprocess = scorer.preprocess.as_dict()
     identity = {
         "weights_sha256": scorer.model_sha256,
         "backbone": scorer.checkpoint.get("backbone"),
         "head": scorer.checkpoint.get("head"),
         "task": scorer.task.as_dict(),
-        "preprocess": {key: scorer.preprocess.as_dict()[key] for key in ("mean", "std", "size")},
+        "preprocess": {key: preprocess[key] for key in ("mean", "std", "size")},
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
