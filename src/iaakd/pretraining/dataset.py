@@ -10,17 +10,23 @@ gets other variants (and other noise, another motion-blur direction) every epoch
 whatever worker makes it. Call :meth:`DistortionStackDataset.set_epoch` before each epoch with loaders
 that do not keep their workers (``persistent_workers=False``, the default: the dataset is sent to the
 workers anew each epoch); keep the epoch fixed for a held-out set, so its pairs stay the same.
+
+With ``shared_variants`` the pool images of one step carry the same variants, as in the authors' steps
+(``train_pre/IA.py:159-169``): :class:`SharedVariantBatches` hands out (index, step) keys, the variants are
+drawn from (seed, epoch, step) and each image's own randomness (noise, blur direction) from (seed, epoch,
+index). Row r of every stack is then the same distortion level, and the step can be forwarded one level
+at a time (``row_in_stack``), so BatchNorm's batch statistics are those of one level.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from iaakd.data.images import RESIZE_FILTERS, Preprocess, load_rgb
 from iaakd.pretraining.distortions import GROUPS, Distortion, group_members, reference_of_kind
@@ -94,6 +100,7 @@ class DistortionStackDataset(Dataset):
         epoch: int = 0,
         levels_per_side: int = 2,
         work_scale: float | None = 1.0,
+        shared_variants: bool = False,
     ) -> None:
         if preprocess.size is None:
             raise ValueError("DistortionStackDataset: the preprocess needs a fixed input size")
@@ -105,6 +112,7 @@ class DistortionStackDataset(Dataset):
         self.epoch = epoch
         self.levels_per_side = levels_per_side
         self.work_scale = work_scale
+        self.shared_variants = shared_variants
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -121,9 +129,20 @@ class DistortionStackDataset(Dataset):
         resample = RESIZE_FILTERS[self.preprocess.resize_filter]
         return scaled_to_short_side(load_rgb(self.paths[index], draft), short_side, resample)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        """``key``: an index, or with ``shared_variants`` (index, step) from :class:`SharedVariantBatches`."""
+        if self.shared_variants:
+            index, step = key
+            draw = np.random.default_rng((self.seed, self.epoch, step, 1))
+        else:
+            index = key
         rng = np.random.default_rng((self.seed, self.epoch, index))
-        variants = sample_variants(self.selection, self.variants_per_image, rng, self.levels_per_side)
+        variants = sample_variants(
+            self.selection,
+            self.variants_per_image,
+            draw if self.shared_variants else rng,
+            self.levels_per_side,
+        )
         rows = stack_rows(variants, self.selection)
         image = self.working_image(index)
         made = [self._make(image, row, rng) for row in rows]
@@ -139,11 +158,45 @@ class DistortionStackDataset(Dataset):
         return self.selection[row.variant.distortion](image, row.variant.level, rng)
 
 
+class SharedVariantBatches(Sampler[list[tuple[int, int]]]):
+    """Batches of ``batch_size`` pool images, each index keyed by its step in the epoch, for a
+    :class:`DistortionStackDataset` with ``shared_variants``; shuffled with ``generator`` when ``shuffle``.
+    ``drop_last``: an incomplete last batch is left out, as the authors' loader does (a level forwarded for
+    one image alone would give BatchNorm a batch of one)."""
+
+    def __init__(
+        self,
+        length: int,
+        batch_size: int,
+        shuffle: bool,
+        generator: torch.Generator | None = None,
+        drop_last: bool = False,
+    ) -> None:
+        self.length, self.batch_size, self.shuffle, self.generator = length, batch_size, shuffle, generator
+        self.drop_last = drop_last
+
+    def __len__(self) -> int:
+        return self.length // self.batch_size if self.drop_last else -(-self.length // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        order = (
+            torch.randperm(self.length, generator=self.generator)
+            if self.shuffle
+            else torch.arange(self.length)
+        )
+        for step in range(len(self)):
+            yield [
+                (int(index), step) for index in order[step * self.batch_size : (step + 1) * self.batch_size]
+            ]
+
+
 def collate_stacks(items: Sequence[dict]) -> dict:
     """Stacks of several pool images as one batch: rows concatenated, ``pairs`` and ``reference_row``
-    shifted to the batch's row numbers, ``image`` (R,) naming each row's pool image (its dataset index)."""
+    shifted to the batch's row numbers, ``image`` (R,) naming each row's pool image (its dataset index),
+    ``row_in_stack`` (R,) each row's place in its own stack."""
     offsets = np.cumsum([0] + [len(item["images"]) for item in items[:-1]])
     batch = {"images": torch.cat([item["images"] for item in items])}
+    batch["row_in_stack"] = torch.cat([torch.arange(len(item["images"])) for item in items])
     for key in ("distortion", "group", "class_in_group", "side", "step", "level", "target"):
         batch[key] = torch.cat([item[key] for item in items])
     batch["reference_row"] = torch.cat(

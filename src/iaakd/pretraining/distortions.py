@@ -42,6 +42,17 @@ CROP_STEPS = 5  # crop-shift levels: fifths of the way from the centre to the fr
 ROTATION_CROP_DEGREES = 10.0
 NEUTRAL_KELVIN = 6500.0
 LUMA_709 = np.array([0.2126, 0.7152, 0.0722])
+_SRGB_TO_XYZ = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
+_WHITE = _SRGB_TO_XYZ.sum(axis=1)  # D65
+_LAB_EPSILON = 6 / 29
+# darktable's white-balance coefficients (red, green, blue) for the authors' tint levels, the floats of
+# edit_image.py's "rangemapping" hex strings (the authors' code; the project keeps the decoded numbers)
+DARKTABLE_TINT = {
+    0.75: (3.3342, 1.0, 1.7440), 0.8: (2.3864, 1.0, 1.5480), 0.85: (1.8269, 1.0, 1.3808),
+    0.9: (1.4576, 1.0, 1.2365), 0.95: (1.1957, 1.0, 1.1107), 1.0: (1.0, 1.0, 1.0),
+    1.05: (0.8487, 1.0, 0.9020), 1.1: (0.7279, 1.0, 0.8144), 1.15: (0.6293, 1.0, 0.7358),
+    1.2: (0.5472, 1.0, 0.6648), 1.25: (0.4780, 1.0, 0.6003),
+}  # fmt: skip
 
 DistortionFunction = Callable[[Image.Image, float, np.random.Generator], Image.Image]
 
@@ -112,10 +123,31 @@ def _linear_image(image: Image.Image) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- style
+def srgb_to_lab(image: Image.Image) -> np.ndarray:
+    """CIE L*a*b* (D65 white) of an RGB image, (H, W, 3) float."""
+    xyz = _linear_image(image) @ _SRGB_TO_XYZ.T.astype(np.float32) / _WHITE.astype(np.float32)
+    f = np.where(xyz > _LAB_EPSILON**3, np.cbrt(xyz), xyz / (3 * _LAB_EPSILON**2) + 4 / 29)
+    return np.stack(
+        [116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], axis=-1
+    )
+
+
+def lab_to_image(lab: np.ndarray) -> Image.Image:
+    """The RGB image of L*a*b* values (D65 white), out-of-gamut colours clipped."""
+    fy = (lab[..., 0] + 16) / 116
+    f = np.stack([fy + lab[..., 1] / 500, fy, fy - lab[..., 2] / 200], axis=-1)
+    xyz = np.where(f > _LAB_EPSILON, f**3, 3 * _LAB_EPSILON**2 * (f - 4 / 29)) * _WHITE
+    return _from_unit(linear_to_srgb(xyz @ np.linalg.inv(_SRGB_TO_XYZ).T))
+
+
 def brightness(image: Image.Image, level: float, rng: np.random.Generator) -> Image.Image:
-    """darktable colisa's brightness curve on each sRGB channel: in^(1/(1+b)) brightens, in^(1-b) darkens."""
-    gamma = 1.0 / (1.0 + level) if level >= 0 else 1.0 - level
-    return _apply_curves(image, np.tile(_CODES**gamma, (3, 1)))
+    """darktable colisa's brightness (``src/iop/colisa.c``): the slider doubled, b = 2 ``level``, and Lab
+    lightness through L' = 100 (L / 100)^gamma, gamma = 1 / (1 + b) for b >= 0, 1 - b below; a, b kept."""
+    b = 2.0 * level
+    gamma = 1.0 / (1.0 + b) if b >= 0 else 1.0 - b
+    lab = srgb_to_lab(image)
+    lab[..., 0] = 100.0 * np.clip(lab[..., 0] / 100.0, 0.0, None) ** gamma
+    return lab_to_image(lab)
 
 
 def contrast(image: Image.Image, level: float, rng: np.random.Generator) -> Image.Image:
@@ -150,15 +182,19 @@ def highlights(image: Image.Image, level: float, rng: np.random.Generator) -> Im
 
 
 def vibrance(image: Image.Image, level: float, rng: np.random.Generator) -> Image.Image:
-    """Chroma scaled by 1 + v (1 - S), S the pixel's HSV saturation: the dull colours move most."""
-    values = np.asarray(image, dtype=np.float32) / 255.0
-    brightest = values.max(axis=-1)
-    hsv_saturation = np.divide(
-        brightest - values.min(axis=-1), brightest, out=np.zeros_like(brightest), where=brightest > 0
-    )
-    grey = values @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    gain = 1.0 + level * (1.0 - hsv_saturation)
-    return _from_unit(grey[..., None] + (values - grey[..., None]) * gain[..., None])
+    """darktable's vibrance (``src/iop/vibrance.c``) at the authors' slider 25 + 100 ``level``: amount = slider
+    / 100, sw = |(a, b)| / 256, then L x (1 - amount sw / 4) and a, b x (1 + amount sw), so the most saturated
+    colours move most. Level 0, the slider's default (25), is the unedited photo, as ``edit_image.py``
+    returns the file at a default; the lower side (sliders 20 and 0) is then a weaker boost and, at 0,
+    darktable's identity: the authors' data rank the photo above a copy of itself there, and so do these."""
+    amount = level + 0.25
+    if level == 0.0 or amount == 0.0:
+        return image.copy()
+    lab = srgb_to_lab(image)
+    weight = amount * np.hypot(lab[..., 1], lab[..., 2]) / 256.0
+    lab[..., 0] *= 1.0 - weight / 4.0
+    lab[..., 1:] *= (1.0 + weight)[..., None]
+    return lab_to_image(lab)
 
 
 def planckian_white(kelvin: float) -> np.ndarray:
@@ -190,9 +226,18 @@ def temperature(image: Image.Image, level: float, rng: np.random.Generator) -> I
     return _linear_gains(image, temperature_gains(level))
 
 
+def tint_gains(level: float) -> np.ndarray:
+    """darktable's (red, green, blue) white-balance coefficients for the authors' tint ``level``, decoded from
+    ``edit_image.py``'s ``rangemapping`` (green 1: at 0.75 red x 3.33, blue x 1.74; at 1.25 red x 0.48, blue
+    x 0.60); between its levels interpolated in log gain; luminance kept."""
+    levels = np.array(sorted(DARKTABLE_TINT))
+    logs = np.log(np.array([DARKTABLE_TINT[key] for key in levels]))
+    return _luminance_kept(np.exp([np.interp(level, levels, logs[:, channel]) for channel in range(3)]))
+
+
 def tint(image: Image.Image, level: float, rng: np.random.Generator) -> Image.Image:
-    """Green gain ``level`` against red and blue, in linear light, luminance kept: > 1 green, < 1 magenta."""
-    return _linear_gains(image, _luminance_kept(np.array([1.0, level, 1.0])))
+    """darktable's tint gains (:func:`tint_gains`) in linear light: < 1 magenta, > 1 green."""
+    return _linear_gains(image, tint_gains(level))
 
 
 # ---------------------------------------------------------------- technical
@@ -378,7 +423,7 @@ DISTORTIONS: dict[str, Distortion] = {
     d.name: d
     for d in (
         Distortion(
-            "brightness", "style", "numpy", "darktable colisa slider: gamma 1/(1+b) (b > 0), 1-b (b < 0)",
+            "brightness", "style", "numpy", "darktable colisa slider s: Lab L^gamma, b = 2s, gamma 1/(1+b) | 1-b",
             0.0, _sides([-s for s in _UNIT_STEPS], _UNIT_STEPS), (-1.0, 1.0), brightness,
         ),
         Distortion(
@@ -402,7 +447,7 @@ DISTORTIONS: dict[str, Distortion] = {
             0.0, _sides((-0.6, -1.2, -1.8, -2.4, -3.0), (0.6, 1.2, 1.8, 2.4, 3.0)), (-6.0, 6.0), exposure,
         ),
         Distortion(
-            "vibrance", "style", "numpy", "v in chroma x (1 + v (1 - S)); authors' slider - 25, / 100",
+            "vibrance", "style", "numpy", "darktable vibrance at the authors' slider 25 + 100 v (0: unedited)",
             0.0, _sides((-0.05, -0.25), (0.15, 0.35, 0.55, 0.75)), (-1.0, 1.0), vibrance,
         ),
         Distortion(
@@ -411,8 +456,8 @@ DISTORTIONS: dict[str, Distortion] = {
             (1667.0, 25000.0), temperature,
         ),
         Distortion(
-            "tint", "style", "numpy", "green gain against red and blue in linear light (luminance kept)",
-            1.0, _sides((0.95, 0.9, 0.85, 0.8, 0.75), (1.05, 1.1, 1.15, 1.2, 1.25)), (0.1, 3.0), tint,
+            "tint", "style", "numpy", "darktable tint: its decoded RGB gains in linear light (luminance kept)",
+            1.0, _sides((0.95, 0.9, 0.85, 0.8, 0.75), (1.05, 1.1, 1.15, 1.2, 1.25)), (0.75, 1.25), tint,
         ),
         Distortion(
             "jpeg_compression", "technical", "PIL", "JPEG quality (100: not encoded)",

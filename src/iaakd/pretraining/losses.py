@@ -7,7 +7,18 @@
   "neg" side) in its distortion's column, and 0 in that column for its reference (MSE).
 
 Batches are what :func:`iaakd.pretraining.dataset.collate_stacks` gives: ``pairs`` (P, 2) row indices and
-per-row ``group``, ``class_in_group``, ``target`` and ``reference_row`` (-1 where they do not apply).
+per-row ``group``, ``class_in_group``, ``target``, ``reference_row`` (-1 where they do not apply) and
+``image`` (the pool image of each row).
+
+Two ways to combine the terms (``balance``):
+
+- ``mean``: each term the mean over its pairs or rows (per group, then over groups), added as
+  rank + ``auxiliary_weight`` x auxiliary.
+- ``authors``: what ``train_pre/IA.py:269-290`` and ``train_pre/losses.py`` compute. Each pair of
+  distortion levels (and each variant's class or level) is one term, the mean over the step's pool images;
+  a task's terms are **summed** over pairs, distortions and groups, then put through h(z) = exp(z / T),
+  T = 50, and the tasks' h values added. With the authors' 171 variants a sum holds 500 ranking pairs;
+  with ``variants_per_image`` of them it holds fewer, so h is nearer 1 and its slope 1/T per unit loss.
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ from torch.nn import functional
 from iaakd.pretraining.distortions import GROUPS
 
 TASKS = ("rank", "rank+classify", "rank+regress")
+BALANCES = ("mean", "authors")
 
 
 def check_task(task: str) -> str:
@@ -109,16 +121,70 @@ def regression_loss(levels: Mapping[str, torch.Tensor], batch: Mapping[str, torc
     return _mean_over_groups(losses, next(iter(levels.values())))
 
 
+def _pool_images(batch: Mapping[str, torch.Tensor]) -> int:
+    return int(torch.unique(batch["image"]).numel()) if "image" in batch else 1
+
+
+def summed_ranking_loss(
+    scores: torch.Tensor, pairs: torch.Tensor, images: int, margin: float = 0.2
+) -> torch.Tensor:
+    """The authors' ranking sum: over every pair, max(0, margin - (better - worse)), divided by the pool
+    images (each pair of levels is one term, its mean over the images; ``EfficientRankingLoss`` sums them)."""
+    better, worse = scores[pairs[:, 0]], scores[pairs[:, 1]]
+    return torch.clamp(margin - (better - worse), min=0).sum() / images
+
+
+def summed_auxiliary_loss(
+    task: str, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor], images: int
+) -> torch.Tensor:
+    """The authors' auxiliary sum over groups, divided by the pool images: ``rank+classify`` each variant's
+    cross-entropy; ``rank+regress`` each variant's squared error in its distortion's column, and each
+    reference's in the columns its variants use (the authors regress an original once per distortion)."""
+    total = next(iter(outputs.values())).sum() * 0.0
+    for group, predicted in outputs.items():
+        rows = _group_rows(batch, group)
+        if not rows.numel():
+            continue
+        columns = batch["class_in_group"][rows]
+        if task == "rank+classify":
+            total = total + functional.cross_entropy(predicted[rows], columns, reduction="sum")
+            continue
+        references = torch.unique(torch.stack([batch["reference_row"][rows], columns], dim=1), dim=0)
+        levels = predicted[rows, columns] - batch["target"][rows].to(predicted.dtype)
+        total = total + levels.square().sum() + predicted[references[:, 0], references[:, 1]].square().sum()
+    return total / images
+
+
+def balanced(loss: torch.Tensor, temperature: float) -> torch.Tensor:
+    """h(z) = exp(z / T), the authors' balancing of a task's summed loss (``train_pre/losses.py``)."""
+    return torch.exp(loss / temperature)
+
+
 def pretraining_loss(
     outputs: Mapping,
     batch: Mapping[str, torch.Tensor],
     task: str,
     margin: float = 0.2,
     auxiliary_weight: float = 1.0,
+    balance: str = "mean",
+    temperature: float = 50.0,
 ) -> dict[str, torch.Tensor]:
-    """``rank`` (and ``classify`` or ``regress`` by ``task``) and their sum ``total`` = rank +
-    ``auxiliary_weight`` x the auxiliary loss. ``outputs``: :class:`PretrainHeads`' output for the batch."""
+    """``rank`` (and ``classify`` or ``regress`` by ``task``), each as ``balance`` makes it, and ``total``:
+    rank + ``auxiliary_weight`` x auxiliary (``mean``), or h(rank) + ``auxiliary_weight`` x h(auxiliary)
+    with h(z) = exp(z / ``temperature``) (``authors``). ``outputs``: :class:`PretrainHeads`' output."""
     check_task(task)
+    if balance not in BALANCES:
+        raise ValueError(f"pretraining balance {balance!r} is not one of {BALANCES}")
+    auxiliary_name = {"rank+classify": "classify", "rank+regress": "regress"}.get(task)
+    if balance == "authors":
+        images = _pool_images(batch)
+        losses = {"rank": summed_ranking_loss(outputs["score"], batch["pairs"], images, margin)}
+        if auxiliary_name:
+            losses[auxiliary_name] = summed_auxiliary_loss(task, outputs["auxiliary"], batch, images)
+        total = balanced(losses["rank"], temperature)
+        if auxiliary_name:
+            total = total + auxiliary_weight * balanced(losses[auxiliary_name], temperature)
+        return {**losses, "total": total}
     losses = {"rank": margin_ranking_loss(outputs["score"], batch["pairs"], margin)}
     if task == "rank+classify":
         losses["classify"] = classification_loss(outputs["auxiliary"], batch)

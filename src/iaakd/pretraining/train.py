@@ -5,6 +5,13 @@ A step takes a few pool images, each with its stack of distorted variants (made 
 original above each of its variants, the weaker level above the stronger (margin ranking loss); optionally
 with a head that names the distortion of its group, or one that measures its signed level. Validation is
 the share of held-out pairs ordered correctly, on held-out pool images whose variants stay fixed.
+
+The authors' choices are parameters (``presets/pfister.yaml`` sets them): ``level_batches`` (the step's
+images share their variants and each distortion level is forwarded as its own batch, ``train_pre/IA.py:
+159-169``), ``balance: authors`` (summed terms through exp(z / T), :mod:`iaakd.pretraining.losses`) and
+``lr_decay`` (``train_pre/train.py:101``: ``MultiplicativeLR`` by ``lr_decay ** (epoch + 1)`` after every
+epoch, so after k epochs the rate is lr x lr_decay ** (k (k + 3) / 2); the audit's "x 0.9 per epoch"
+is the first step of it).
 """
 
 from __future__ import annotations
@@ -19,15 +26,15 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from iaakd import models  # names load on first use: a switched-off stage never imports timm
 from iaakd.checkpoints import Checkpoint, fingerprint
 from iaakd.config import param
 from iaakd.data.copies import CopyConfig
 from iaakd.data.images import Preprocess
 from iaakd.errors import UserError
-from iaakd.models import create_backbone, normalisation
-from iaakd.pretraining.dataset import DistortionStackDataset, collate_stacks
+from iaakd.pretraining.dataset import DistortionStackDataset, SharedVariantBatches, collate_stacks
 from iaakd.pretraining.distortions import Distortion, group_members, select_distortions
-from iaakd.pretraining.losses import TASKS, PretrainHeads, margin_ranking_loss, pretraining_loss
+from iaakd.pretraining.losses import BALANCES, TASKS, PretrainHeads, margin_ranking_loss, pretraining_loss
 from iaakd.pretraining.pairs import pair_accuracy
 from iaakd.training import TrainingHistory, TrainingState, fit, resume, seeded
 
@@ -50,6 +57,9 @@ class PretrainConfig:
     task: str = param("rank", choices=TASKS)
     margin: float = param(0.2, above=0)
     auxiliary_weight: float = param(1.0, minimum=0)
+    balance: str = param("mean", choices=BALANCES)  # authors: summed terms, each task through exp(z / T)
+    temperature: float = param(50.0, above=0)  # balance=authors: T of exp(z / T)
+    level_batches: bool = False  # the step's images share variants; each level forwarded as its own batch
     dropout: float = param(0.2, minimum=0, below=1)
     held_out_fraction: float = param(0.2, above=0, below=1)
     epochs: int = param(4, above=0)
@@ -57,6 +67,9 @@ class PretrainConfig:
     optimiser: str = param("adam", choices=OPTIMISERS)
     lr: float = param(1e-4, above=0)
     lr_step_epochs: int = param(1000, above=0)  # lr divided by 10 every this many epochs
+    lr_decay: float = param(
+        1.0, above=0, maximum=1
+    )  # after epoch e, lr x lr_decay ** (e + 1) (the authors: 0.9)
     momentum: float = param(0.9, minimum=0)  # rmsprop
     weight_decay: float = param(0.0, minimum=0)
     frozen_steps: int = param(0, minimum=0)  # the backbone frozen (only the heads train) for the first steps
@@ -86,13 +99,49 @@ def held_out_split(paths: list[str], fraction: float, seed: int) -> tuple[list[s
 def _loader(paths: list[str], preprocess: Preprocess, selection: dict, config: PretrainConfig, seed: int,
             num_workers: int, shuffle: bool, generator: torch.Generator | None = None) -> DataLoader:  # fmt: skip
     dataset = DistortionStackDataset(paths, preprocess, selection, config.variants_per_image, seed,
-                                     levels_per_side=config.levels_per_side)  # fmt: skip
+                                     levels_per_side=config.levels_per_side,
+                                     shared_variants=config.level_batches)  # fmt: skip
+    if config.level_batches:
+        # training steps drop an incomplete last batch, as the authors' loader does; held-out scoring keeps all
+        batches = SharedVariantBatches(len(dataset), config.batch_size, shuffle, generator, drop_last=shuffle)
+        return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, collate_fn=collate_stacks)
     return DataLoader(dataset, batch_size=config.batch_size, shuffle=shuffle, generator=generator,
                       num_workers=num_workers, collate_fn=collate_stacks)  # fmt: skip
 
 
-def _outputs(model: PretrainModel, preprocess: Preprocess, batch: dict, device: torch.device) -> dict:
-    return model(preprocess.normalise(batch["images"].to(device, non_blocking=True)))
+def forward_by_level(model: nn.Module, images: torch.Tensor, row_in_stack: torch.Tensor) -> dict:
+    """``model`` run once per stack row (one distortion level across the step's images, as the authors
+    forward a step), its outputs put back in the rows' order: in train mode BatchNorm normalises each level
+    by its own batch statistics, so what a level shifts for every image (brightness, contrast) is taken out."""
+    chunks = [torch.nonzero(row_in_stack == row).squeeze(-1) for row in torch.unique(row_in_stack)]
+    outputs = [model(images[chunk]) for chunk in chunks]
+    back = torch.argsort(torch.cat(chunks))
+    return {
+        "score": torch.cat([output["score"] for output in outputs])[back],
+        "auxiliary": {
+            group: torch.cat([output["auxiliary"][group] for output in outputs])[back]
+            for group in outputs[0]["auxiliary"]
+        },
+    }
+
+
+def _outputs(
+    model: PretrainModel,
+    preprocess: Preprocess,
+    batch: dict,
+    device: torch.device,
+    level_batches: bool = False,
+) -> dict:
+    images = preprocess.normalise(batch["images"].to(device, non_blocking=True))
+    if level_batches:
+        return forward_by_level(model, images, batch["row_in_stack"].to(device))
+    return model(images)
+
+
+def lr_factor(epoch: int, config: PretrainConfig) -> float:
+    """The rate's multiple after ``epoch`` epochs: / 10 every ``lr_step_epochs``, and the authors'
+    ``MultiplicativeLR`` decay, prod over e = 1..epoch of lr_decay ** (e + 1) = lr_decay ** (epoch (epoch + 3) / 2)."""
+    return 0.1 ** (epoch // config.lr_step_epochs) * config.lr_decay ** (epoch * (epoch + 3) / 2)
 
 
 def _train_epoch(
@@ -111,8 +160,9 @@ def _train_epoch(
         if frozen:
             state.model.backbone.eval()
         batch = {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()}
-        loss = pretraining_loss(_outputs(state.model, preprocess, batch, device), batch, config.task,
-                                config.margin, config.auxiliary_weight)["total"]  # fmt: skip
+        outputs = _outputs(state.model, preprocess, batch, device, config.level_batches)
+        loss = pretraining_loss(outputs, batch, config.task, config.margin, config.auxiliary_weight,
+                                config.balance, config.temperature)["total"]  # fmt: skip
         state.optimiser.zero_grad(set_to_none=True)
         loss.backward()
         state.optimiser.step()
@@ -175,8 +225,12 @@ def pretrain_backbone(
     ``pool``; ``preprocess`` is the student's (its input size and resize), with the backbone's normalisation."""
     selection = select_distortions(config.distortions)
     train_pool, held_out_pool = held_out_split(pool, config.held_out_fraction, config.seed)
+    if config.level_batches and (config.batch_size < 2 or len(train_pool) < config.batch_size):
+        raise UserError(f"pretrain: level_batches forwards each level as a batch of pretrain.batch_size="
+                        f"{config.batch_size} images: it needs at least 2, and as many training images (the "
+                        f"pool leaves {len(train_pool)})")  # fmt: skip
     with seeded(config.seed) as generator:
-        backbone, weights_info = create_backbone(backbone_name, weights, num_classes=0)
+        backbone, weights_info = models.create_backbone(backbone_name, weights, num_classes=0)
         heads = PretrainHeads(backbone.num_features, config.task,
                               {g: len(m) for g, m in group_members(selection).items()}, config.dropout)  # fmt: skip
         model = PretrainModel(backbone, heads).to(device)
@@ -186,8 +240,8 @@ def pretrain_backbone(
             else torch.optim.RMSprop(model.parameters(), lr=config.lr, momentum=config.momentum,
                                      weight_decay=config.weight_decay)
         )  # fmt: skip
-        state = TrainingState(model, optimiser, torch.optim.lr_scheduler.StepLR(optimiser, config.lr_step_epochs, 0.1),
-                              generator)  # fmt: skip
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, partial(lr_factor, config=config))
+        state = TrainingState(model, optimiser, schedule, generator)
         train_loader = _loader(
             train_pool, preprocess, selection, config, config.seed, num_workers, True, generator
         )
@@ -225,6 +279,6 @@ def pretrain_backbone(
 def student_preprocess(backbone_name: str, input_size: int, resize_filter: str) -> Preprocess:
     """The student's input preparation at ``input_size`` for ``backbone_name`` (its normalisation)."""
     with torch.random.fork_rng(devices=[]):  # built for its configuration only: the caller's stream stays
-        backbone, _ = create_backbone(backbone_name, "random", num_classes=0)
-    mean, std = normalisation(backbone)
+        backbone, _ = models.create_backbone(backbone_name, "random", num_classes=0)
+    mean, std = models.normalisation(backbone)
     return Preprocess(mean=mean, std=std, size=input_size, resize_filter=resize_filter)

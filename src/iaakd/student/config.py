@@ -10,8 +10,8 @@ from iaakd.data.images import INPUT_MODES, RESIZE_FILTERS
 from iaakd.devices import PRECISIONS
 from iaakd.losses import MIXES, OUTPUT_TARGETS
 from iaakd.models.heads import SEMANTIC_MODES
-from iaakd.pretrained import INITS
 
+INITS = ("weights", "pretrain", "align")  # student.init: where the backbone starts (iaakd.pretrained)
 BATCHNORM_MODES = ("joint", "separate")  # how BatchNorm sees the unlabelled images (UnlabeledConfig)
 
 

@@ -1,0 +1,226 @@
+"""Pfister et al.'s pretraining as the authors' code has it (janpf/self-supervised-multi-task-aesthetic-pretraining,
+audit items 1, 3 and 5 of ../shared/audits/fidelity-pfister-cskd.md): a forward batch holds one distortion
+level of every pool image in the step, the rate after epoch k is their ``MultiplicativeLR``'s, and the loss is
+their summed terms through exp(z / T). The preset sets all three."""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from torch import nn
+
+from iaakd.config import build_config
+from iaakd.data.images import Preprocess
+from iaakd.errors import UserError
+from iaakd.pretraining.dataset import SharedVariantBatches, collate_stacks, stack_metadata
+from iaakd.pretraining.distortions import group_members, select_distortions
+from iaakd.pretraining.losses import PretrainHeads, pretraining_loss
+from iaakd.pretraining.pairs import Variant, stack_rows
+from iaakd.pretraining.train import (
+    PretrainConfig,
+    PretrainModel,
+    _loader,
+    forward_by_level,
+    lr_factor,
+    pretrain_backbone,
+    student_preprocess,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+PREPROCESS = Preprocess(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), size=32)
+SELECTION = select_distortions(["exposure", "tint", "jpeg_compression", "pixelate", "hcrop"])
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory) -> list[str]:
+    root = tmp_path_factory.mktemp("pool")
+    rng = np.random.default_rng(0)
+    paths = []
+    for index in range(6):
+        path = root / f"photo{index}.jpg"
+        Image.fromarray(rng.integers(0, 256, (40 + index, 48, 3), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def _level_key(batch: dict, rows: torch.Tensor) -> set[tuple]:
+    return {
+        (
+            int(batch["distortion"][row]),
+            int(batch["side"][row]),
+            int(batch["step"][row]),
+            int(batch["group"][row]),
+        )
+        for row in rows
+    }
+
+
+def test_with_level_batches_each_forward_batch_is_one_distortion_level_of_every_pool_image(pool):
+    config = PretrainConfig(level_batches=True, batch_size=3, variants_per_image=6)
+    loader = _loader(pool, PREPROCESS, SELECTION, config, seed=0, num_workers=0, shuffle=True,
+                     generator=torch.Generator().manual_seed(0))  # fmt: skip
+    steps = list(loader)
+    assert len(steps) == 2
+    for batch in steps:
+        images = torch.unique(batch["image"])
+        assert len(images) == 3
+        for row in torch.unique(batch["row_in_stack"]):
+            rows = torch.nonzero(batch["row_in_stack"] == row).squeeze(-1)
+            assert sorted(batch["image"][rows].tolist()) == sorted(images.tolist())  # one row per image
+            assert len(_level_key(batch, rows)) == 1  # ... all the same level of the same distortion
+    # the two steps of the epoch drew their own variants
+    assert _level_key(steps[0], torch.arange(len(steps[0]["image"]))) != _level_key(
+        steps[1], torch.arange(len(steps[1]["image"]))
+    )
+
+
+def test_without_level_batches_the_step_mixes_levels_in_one_stack_position(pool):
+    """The control of the test above: the per-image draw (the project's default) mixes levels, so the
+    test above can tell the two apart."""
+    loader = _loader(pool, PREPROCESS, SELECTION, PretrainConfig(batch_size=3, variants_per_image=6), seed=0,
+                     num_workers=0, shuffle=False)  # fmt: skip
+    batch = next(iter(loader))
+    mixed = [
+        len(_level_key(batch, torch.nonzero(batch["row_in_stack"] == row).squeeze(-1)))
+        for row in torch.unique(batch["row_in_stack"])
+    ]
+    assert max(mixed) > 1
+
+
+def test_level_batches_drop_an_incomplete_last_step_as_the_authors_loader_does(pool):
+    """A level of one image alone would give BatchNorm a batch of one; the authors' loader has drop_last."""
+    steps = [len(batch) for batch in SharedVariantBatches(7, 3, shuffle=True, drop_last=True)]
+    assert steps == [3, 3]
+    assert [len(batch) for batch in SharedVariantBatches(7, 3, shuffle=False)] == [3, 3, 1]  # held out: all
+    config = PretrainConfig(level_batches=True, batch_size=5, held_out_fraction=0.34)
+    with pytest.raises(
+        UserError,
+        match=r"batch_size=5 images: it needs at least 2, and as many training images \(the pool leaves 4\)",
+    ):
+        pretrain_backbone(config, "mobilenetv2_050", "random", PREPROCESS, pool, progress=False)
+
+
+def test_forward_by_level_normalises_each_level_by_its_own_batch_statistics():
+    torch.manual_seed(0)
+    backbone = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    model = PretrainModel(backbone, PretrainHeads(4, "rank+classify", {"style": 2}, dropout=0.0)).train()
+    images = torch.randn(6, 3, 8, 8)
+    images[1::2] += 3.0  # rows 1, 3, 5 (the second level of each of 3 stacks) share a brightness shift
+    row_in_stack = torch.tensor([0, 1, 0, 1, 0, 1])
+    outputs = forward_by_level(model, images, row_in_stack)
+    first, second = model(images[0::2]), model(images[1::2])
+    assert torch.allclose(outputs["score"][0::2], first["score"]) and torch.allclose(
+        outputs["score"][1::2], second["score"]
+    )
+    assert torch.allclose(outputs["auxiliary"]["style"][1::2], second["auxiliary"]["style"])
+    # one pass over the mixed rows gives other scores: the shift the level shares is not taken out there
+    assert not torch.allclose(model(images)["score"], outputs["score"], atol=1e-3)
+    outputs["score"].sum().backward()  # the scattered outputs still carry the gradient
+    assert backbone[0].weight.grad is not None
+
+
+@pytest.mark.parametrize("decay", [0.9, 0.5])
+def test_the_rate_after_epoch_k_is_the_authors_multiplicative_decay(decay):
+    """train_pre/train.py:101 builds MultiplicativeLR(lambda epoch: decay ** (epoch + 1)) and steps it after
+    every epoch: run it beside ours."""
+    theirs = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1e-4)
+    ours = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1e-4)
+    their_schedule = torch.optim.lr_scheduler.MultiplicativeLR(theirs, lambda epoch: decay ** (epoch + 1))
+    config = PretrainConfig(lr_decay=decay)
+    our_schedule = torch.optim.lr_scheduler.LambdaLR(ours, partial(lr_factor, config=config))
+    for epoch in range(1, 8):
+        theirs.step(), ours.step()  # an epoch's steps (no gradient: the rate is all that is read)
+        their_schedule.step()
+        our_schedule.step()
+        assert ours.param_groups[0]["lr"] == pytest.approx(theirs.param_groups[0]["lr"], rel=1e-9)
+        assert ours.param_groups[0]["lr"] == pytest.approx(
+            1e-4 * decay ** (epoch * (epoch + 3) / 2), rel=1e-9
+        )
+    assert lr_factor(5, PretrainConfig()) == 1.0  # lr_decay 1 (the default): constant
+
+
+def _variant(name: str, side: str, step: int) -> Variant:
+    levels = SELECTION[name].sides[side]
+    return Variant(name, side, float(levels[step - 1]), step, len(levels))
+
+
+def _two_images_batch() -> dict:
+    """Two pool images, each: original, exposure +1 step, exposure +2 steps (rows 0-2 and 3-5)."""
+    metadata = stack_metadata(stack_rows([_variant("exposure", "pos", 1), _variant("exposure", "pos", 2)],
+                                         SELECTION), SELECTION)  # fmt: skip
+    item = {"images": torch.zeros(3, 3, 4, 4), **metadata}
+    return collate_stacks([{**item, "index": 0}, {**item, "index": 1}])
+
+
+def test_the_authors_balance_is_exp_of_the_summed_per_pair_means():
+    batch = _two_images_batch()
+    assert batch["pairs"].tolist() == [[0, 1], [0, 2], [1, 2], [3, 4], [3, 5], [4, 5]]
+    score = torch.tensor([0.9, 0.8, 0.5, 0.6, 0.7, 0.65])
+    # by hand, margin 0.2: pair (orig, +1) images 0.1 and 0.3, mean 0.2; (orig, +2) 0 and 0.25, mean 0.125;
+    # (+1, +2) 0 and 0.15, mean 0.075; EfficientRankingLoss sums them: 0.4; h = exp(0.4 / 50)
+    outputs = {"score": score, "auxiliary": {}}
+    losses = pretraining_loss(outputs, batch, "rank", margin=0.2, balance="authors", temperature=50.0)
+    assert losses["rank"].item() == pytest.approx(0.4)
+    assert losses["total"].item() == pytest.approx(math.exp(0.4 / 50))
+    mean = pretraining_loss(outputs, batch, "rank", margin=0.2)  # the project's default: the mean over pairs
+    assert mean["total"].item() == pytest.approx((0.1 + 0.3 + 0.25 + 0.15) / 6)
+
+
+def test_the_authors_regression_and_classification_are_summed_terms_through_their_own_h():
+    batch = _two_images_batch()
+    sizes = {group: len(names) for group, names in group_members(SELECTION).items()}
+    levels = {group: torch.zeros(6, size) for group, size in sizes.items()}
+    levels["style"][:, 0] = torch.tensor([0.1, 0.5, 1.0, -0.2, 0.0, 0.6])  # the exposure column
+    # targets +1/5 and +2/5 (five levels on exposure's positive side); originals to 0, once per image
+    regress = (
+        (0.5 - 0.2) ** 2 + (1.0 - 0.4) ** 2 + 0.1**2 + (0.0 - 0.2) ** 2 + (0.6 - 0.4) ** 2 + 0.2**2
+    ) / 2
+    losses = pretraining_loss({"score": torch.zeros(6), "auxiliary": levels}, batch, "rank+regress",
+                              auxiliary_weight=0.5, balance="authors")  # fmt: skip
+    assert losses["regress"].item() == pytest.approx(regress)
+    assert losses["total"].item() == pytest.approx(
+        math.exp(losses["rank"].item() / 50) + 0.5 * math.exp(regress / 50)
+    )
+    logits = {group: torch.zeros(6, size) for group, size in sizes.items()}
+    logits["style"][:, 0] = 2.0  # exposure (class 0 of the style group's two) at logit 2, tint at 0
+    classify = (
+        4 * math.log(1 + math.exp(-2.0)) / 2
+    )  # four variant rows, their cross-entropy summed, / 2 images
+    losses = pretraining_loss({"score": torch.zeros(6), "auxiliary": logits}, batch, "rank+classify",
+                              balance="authors")  # fmt: skip
+    assert losses["classify"].item() == pytest.approx(classify)
+
+
+def test_the_pfister_preset_is_the_authors_schedule_and_every_key_exists():
+    preset = yaml.safe_load((REPO / "presets" / "pfister.yaml").read_text())
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    merged = {**params["pretrain"], **preset["pretrain"]}
+    assert set(preset["pretrain"]) <= set(params["pretrain"]) and set(preset["student"]) <= set(
+        params["student"]
+    )
+    config = build_config(PretrainConfig, merged, "pretrain")
+    assert (config.level_batches, config.balance, config.temperature) == (True, "authors", 50.0)
+    assert (config.optimiser, config.lr, config.momentum, config.weight_decay) == ("rmsprop", 1e-4, 0.9, 4e-5)
+    assert (config.lr_decay, config.batch_size, config.frozen_steps, config.input_size) == (0.9, 5, 200, 224)
+    assert preset["student"]["backbone"] == "mobilenetv2_100.ra_in1k"
+
+
+def test_a_run_with_the_authors_settings_trains_through_their_exp_loss_and_resumable_schedule(pool, tmp_path):
+    """pretrain_backbone end to end with the preset's switches (a small random backbone: the wiring, not the
+    result): every epoch's training loss is an h(z) = exp(z / 50) >= 1 (the mean loss at the start is ~0.2),
+    the per-level forward runs in train mode, and the schedule's state goes into the epoch checkpoint."""
+    config = PretrainConfig(level_batches=True, balance="authors", lr_decay=0.9, epochs=2, batch_size=3,
+                            variants_per_image=4, held_out_fraction=0.34, distortions=["technical"],
+                            optimiser="rmsprop", lr=1e-4)  # fmt: skip
+    preprocess = student_preprocess("mobilenetv2_050", 32, "bilinear")
+    result = pretrain_backbone(config, "mobilenetv2_050", "random", preprocess, pool, progress=False,
+                               work_root=tmp_path)  # fmt: skip
+    assert [row["epoch"] for row in result.history.rows] == [1, 2]
+    assert all(row["train_loss"] >= 1.0 for row in result.history.rows), result.history.rows
