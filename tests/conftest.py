@@ -31,6 +31,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # its own tests: test_backends.py, test_model_sharing.py, and the scoring tutorial in the reproduction script)
 os.environ.setdefault("IAAKD_CACHE", tempfile.mkdtemp(prefix="iaakd-cache-"))
 os.environ.setdefault("IAAKD_BACKEND", "torch")
+# Where PYTHONDONTWRITEBYTECODE is set (this machine, CI), each of the suite's ~200 stage processes compiled
+# src/ anew (0.5 s each): their bytecode goes to one cache of this run instead, outside every repository
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+os.environ.setdefault("PYTHONPYCACHEPREFIX", tempfile.mkdtemp(prefix="iaakd-pycache-"))
 import re
 import shutil
 import signal

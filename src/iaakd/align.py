@@ -29,11 +29,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from iaakd import models  # names load on first use: a switched-off stage never imports timm
 from iaakd.checkpoints import Checkpoint, fingerprint
 from iaakd.config import Rule, param
 from iaakd.data.images import RESIZE_FILTERS, ImageDataset, Preprocess
 from iaakd.errors import UserError
-from iaakd.models import create_backbone, model_name, normalisation, resolve_name
 from iaakd.training import TrainingHistory, TrainingState, fit, resume, seeded
 
 CPU = torch.device("cpu")
@@ -128,13 +128,13 @@ def build_encoder(config: AlignConfig) -> Encoder:
     logits), ``pre_logits`` drops it (the pooled feature). A name or weights problem is one line naming its
     key."""
     try:
-        name = resolve_name(config.encoder)
+        name = models.resolve_name(config.encoder)
     except UserError as error:
         raise UserError(f"params: align.encoder: {error}") from None
     try:
         # random weights (asked for by name) are the same on every run; the caller's stream stays
         with seeded(config.seed):
-            model, weights = create_backbone(name, config.encoder_weights,
+            model, weights = models.create_backbone(name, config.encoder_weights,
                                              num_classes=None if config.embedding == "head" else 0)  # fmt: skip
     except UserError as error:
         raise UserError(
@@ -142,7 +142,7 @@ def build_encoder(config: AlignConfig) -> Encoder:
         ) from None
     if config.embedding == "head" and not getattr(model, "num_classes", 0):
         raise UserError(f"params: align.embedding=head, but {name} has no head; use pre_logits")
-    mean, std = normalisation(model)
+    mean, std = models.normalisation(model)
     interpolation = model.pretrained_cfg.get("interpolation", "bilinear")
     preprocess = Preprocess(mean=mean, std=std, size=config.encoder_input_size,
                             resize_filter=interpolation if interpolation in RESIZE_FILTERS else "bilinear")  # fmt: skip
@@ -278,7 +278,7 @@ def align_backbone(
     targets = targets - offset
     train_paths, held_paths = [paths[i] for i in train_index], [paths[i] for i in held_index]
     with seeded(config.seed) as generator:
-        backbone, weights_info = create_backbone(backbone_name, weights, num_classes=0)
+        backbone, weights_info = models.create_backbone(backbone_name, weights, num_classes=0)
         model = AlignModel(backbone, targets[train_index].mean(0)).to(device)  # centred: zero
         optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         state = TrainingState(
@@ -292,7 +292,7 @@ def align_backbone(
         held_out = DataLoader(_TargetDataset(held_paths, targets[held_index], preprocess),
                               batch_size=config.batch_size, num_workers=num_workers)  # fmt: skip
         checkpoint = Checkpoint(
-            work_root / fingerprint({**asdict(config), "backbone": model_name(backbone),
+            work_root / fingerprint({**asdict(config), "backbone": models.model_name(backbone),
                                      "weights": weights_info.as_dict(), "encoder": encoder_record,
                                      "preprocess": preprocess.as_dict()}, train_paths, held_paths)
             if work_root is not None else None
@@ -331,6 +331,6 @@ def student_input(backbone_name: str, input_size: int, resize_filter: str) -> Pr
     """The student's input preparation at ``input_size``: a square resize, with the normalisation of
     ``backbone_name`` (timm's configuration of the architecture, as ``student.build_student`` reads it)."""
     with torch.random.fork_rng(devices=[]):  # built for its configuration only: the caller's stream stays
-        backbone, _ = create_backbone(backbone_name, RANDOM_WEIGHTS, num_classes=0)
-    mean, std = normalisation(backbone)
+        backbone, _ = models.create_backbone(backbone_name, RANDOM_WEIGHTS, num_classes=0)
+    mean, std = models.normalisation(backbone)
     return Preprocess(mean=mean, std=std, size=input_size, resize_filter=resize_filter)

@@ -17,6 +17,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 METADATA_KEY = b"iaakd"
+EMPTY = "empty"  # the metadata key of a folder without features: why it has none
 
 
 def vector_array(matrix: np.ndarray) -> pa.FixedSizeListArray:

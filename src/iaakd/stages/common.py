@@ -10,11 +10,11 @@ import shlex
 import subprocess
 import sys
 from collections.abc import Callable
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import timm
 import torch
 
 from iaakd.atomic import atomic_write_text
@@ -100,7 +100,7 @@ def provenance(*, device: str | None, precision: str | None) -> dict:
         "git_commit": commit,
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "timm": timm.__version__,
+        "timm": version("timm"),  # read, not imported: a stage without timm models does not load it
         "pyarrow": pa.__version__,
         "numpy": np.__version__,
         "device": device,

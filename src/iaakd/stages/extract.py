@@ -15,7 +15,6 @@ from pathlib import Path
 import pandas as pd
 import PIL
 import pyarrow as pa
-import timm
 import torch
 
 from iaakd import distributed
@@ -23,12 +22,11 @@ from iaakd.checkpoints import fingerprint
 from iaakd.data.pool import read_manifest
 from iaakd.errors import UserError
 from iaakd.extract import ExtractConfig, Extractor, extract_to_parts
-from iaakd.features import PartWriter, make_table
+from iaakd.features import EMPTY, PartWriter, make_table
 from iaakd.models import resolve_name
 from iaakd.stages import common
 
 IMAGE_COLUMNS = ["image_id", "path", "width", "height", "file_hash"]
-EMPTY = "empty"  # the metadata key of a folder without features: why it has none
 
 
 def device_description(device: torch.device) -> str:
@@ -51,7 +49,11 @@ def resume_key(
         "rows_per_part": rows_per_part,
         "channels_last": config.channels_last,
         "device": device_description(device),
-        "versions": {"torch": torch.__version__, "timm": timm.__version__, "pillow": PIL.__version__},
+        "versions": {
+            "torch": torch.__version__,
+            "timm": importlib.metadata.version("timm"),
+            "pillow": PIL.__version__,
+        },
     }
     if config.decode == "gpu":
         settings["versions"]["torchvision"] = importlib.metadata.version("torchvision")

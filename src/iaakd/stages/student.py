@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import iaakd.student  # the training library loads when a student trains: `pretrain`, `align` read only its config
 from iaakd import distributed
 from iaakd.plots import training_curves
 from iaakd.stages import common
-from iaakd.student import StudentConfig, StudentData, save_student, train_student, unlabeled_schedule
+from iaakd.student.config import StudentConfig
+from iaakd.student.data import StudentData
 
 INIT_FILES = {"pretrain": Path("models/pretrain.pt"), "align": Path("models/align.pt")}  # student.init's
 
@@ -39,7 +41,7 @@ def main(_argv: list[str]) -> None:
         train, unlabeled = training_data()
     val = pipeline.student_data(frame, "val", task, with_teacher=False, with_tags=with_tags)
     feature_dim = train.teacher_feature.shape[1]
-    model, preprocess, weights_source, history = train_student(
+    model, preprocess, weights_source, history = iaakd.student.train_student(
         config,
         train,
         val,
@@ -63,8 +65,10 @@ def main(_argv: list[str]) -> None:
         " learnt nothing usable (raise student.epochs, or check student.lr)",
     )
     data_source = common.section(params, "data").get("source")
-    used = unlabeled_schedule(config, len(train.paths), len(unlabeled.paths) if unlabeled else 0, ranks)
-    save_student(common.STUDENT_MODEL, model, preprocess, config, weights_source, task, data_source,
+    used = iaakd.student.unlabeled_schedule(
+        config, len(train.paths), len(unlabeled.paths) if unlabeled else 0, ranks
+    )
+    iaakd.student.save_student(common.STUDENT_MODEL, model, preprocess, config, weights_source, task, data_source,
                  unlabeled_images=used.images_used)  # fmt: skip
     common.write_metrics(
         Path("metrics/student.json"),

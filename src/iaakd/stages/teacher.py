@@ -11,9 +11,8 @@ import pandas as pd
 
 from iaakd.data.pool import read_manifest
 from iaakd.feature_rows import FeatureMatrix, build_feature_matrix
-from iaakd.features import PartWriter, make_table, read_metadata
+from iaakd.features import EMPTY, PartWriter, make_table, read_metadata
 from iaakd.stages import common
-from iaakd.stages.extract import EMPTY
 from iaakd.tasks import Task
 from iaakd.teacher import FULL, iter_knowledge, iter_out_of_fold_knowledge, load_distiller
 

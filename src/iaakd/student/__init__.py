@@ -5,42 +5,27 @@ The loop reads top to bottom: build, then for each epoch train, validate, record
 
 One module each: ``config`` (StudentConfig and its parts), ``data`` (a split's images, targets and knowledge),
 ``build`` (the network), ``unlabeled`` (CSKD's unlabelled images), ``train`` (the loop), ``checkpoint`` (the file
-format) and ``predict``.
+format) and ``predict``. Names load on first use (``lazy_loader``): a stage that needs only ``config`` or
+``data`` does not import timm.
 """
 
-from iaakd.student.build import build_student
-from iaakd.student.checkpoint import (
-    CHECKPOINT_FORMAT,
-    READABLE_FORMATS,
-    checkpoint_task,
-    load_student,
-    save_student,
-)
-from iaakd.student.config import BATCHNORM_MODES, KDConfig, StudentConfig, UnlabeledConfig
-from iaakd.student.data import StudentData, _TargetDataset
-from iaakd.student.predict import predict
-from iaakd.student.train import _checkpoint, _forward, train_step, train_student
-from iaakd.student.unlabeled import UnlabeledSchedule, _UnlabeledBatches, unlabeled_schedule
+import lazy_loader
 
-__all__ = [
-    "BATCHNORM_MODES",
-    "CHECKPOINT_FORMAT",
-    "KDConfig",
-    "READABLE_FORMATS",
-    "StudentConfig",
-    "StudentData",
-    "UnlabeledConfig",
-    "UnlabeledSchedule",
-    "_TargetDataset",
-    "_UnlabeledBatches",
-    "_checkpoint",
-    "_forward",
-    "build_student",
-    "checkpoint_task",
-    "load_student",
-    "predict",
-    "save_student",
-    "train_step",
-    "train_student",
-    "unlabeled_schedule",
-]
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "build": ["build_student"],
+        "checkpoint": [
+            "CHECKPOINT_FORMAT",
+            "READABLE_FORMATS",
+            "checkpoint_task",
+            "load_student",
+            "save_student",
+        ],
+        "config": ["BATCHNORM_MODES", "KDConfig", "StudentConfig", "UnlabeledConfig"],
+        "data": ["StudentData", "_TargetDataset"],
+        "predict": ["predict"],
+        "train": ["_checkpoint", "_forward", "train_step", "train_student"],
+        "unlabeled": ["UnlabeledSchedule", "_UnlabeledBatches", "unlabeled_schedule"],
+    },
+)
