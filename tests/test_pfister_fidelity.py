@@ -19,6 +19,7 @@ from torch import nn
 from iaakd.config import build_config
 from iaakd.data.images import Preprocess
 from iaakd.errors import UserError
+from iaakd.pretraining import train as train_module
 from iaakd.pretraining.dataset import SharedVariantBatches, collate_stacks, stack_metadata
 from iaakd.pretraining.distortions import group_members, select_distortions
 from iaakd.pretraining.losses import PretrainHeads, pretraining_loss
@@ -64,7 +65,7 @@ def _level_key(batch: dict, rows: torch.Tensor) -> set[tuple]:
 
 def test_with_level_batches_each_forward_batch_is_one_distortion_level_of_every_pool_image(pool):
     config = PretrainConfig(level_batches=True, batch_size=3, variants_per_image=6)
-    loader = _loader(pool, PREPROCESS, SELECTION, config, seed=0, num_workers=0, shuffle=True,
+    loader = _loader(pool, PREPROCESS, SELECTION, config, seed=0, num_workers=0, training=True,
                      generator=torch.Generator().manual_seed(0))  # fmt: skip
     steps = list(loader)
     assert len(steps) == 2
@@ -81,11 +82,18 @@ def test_with_level_batches_each_forward_batch_is_one_distortion_level_of_every_
     )
 
 
-def test_without_level_batches_the_step_mixes_levels_in_one_stack_position(pool):
-    """The control of the test above: the per-image draw (the project's default) mixes levels, so the
-    test above can tell the two apart."""
-    loader = _loader(pool, PREPROCESS, SELECTION, PretrainConfig(batch_size=3, variants_per_image=6), seed=0,
-                     num_workers=0, shuffle=False)  # fmt: skip
+@pytest.mark.parametrize(
+    ("level_batches", "training"), [(False, True), (True, False)], ids=["default-training", "held-out"]
+)
+def test_without_level_batches_and_for_the_held_out_pool_a_stack_position_mixes_levels(
+    pool, level_batches, training
+):
+    """The controls of the test above: the per-image draw (the project's default) mixes levels, so that test
+    can tell the two apart; and the held-out pool keeps a draw per image even with level_batches (scored in
+    eval mode, it needs no level batches, and shared draws would leave distortions without held-out pairs)."""
+    config = PretrainConfig(level_batches=level_batches, batch_size=3, variants_per_image=6)
+    loader = _loader(pool, PREPROCESS, SELECTION, config, seed=0, num_workers=0, training=training,
+                     generator=torch.Generator().manual_seed(0))  # fmt: skip
     batch = next(iter(loader))
     mixed = [
         len(_level_key(batch, torch.nonzero(batch["row_in_stack"] == row).squeeze(-1)))
@@ -212,15 +220,33 @@ def test_the_pfister_preset_is_the_authors_schedule_and_every_key_exists():
     assert preset["student"]["backbone"] == "mobilenetv2_100.ra_in1k"
 
 
-def test_a_run_with_the_authors_settings_trains_through_their_exp_loss_and_resumable_schedule(pool, tmp_path):
+def test_a_run_with_the_authors_settings_forwards_by_level_in_train_mode_and_decays_the_rate(
+    pool, monkeypatch
+):
     """pretrain_backbone end to end with the preset's switches (a small random backbone: the wiring, not the
-    result): every epoch's training loss is an h(z) = exp(z / 50) >= 1 (the mean loss at the start is ~0.2),
-    the per-level forward runs in train mode, and the schedule's state goes into the epoch checkpoint."""
+    result). Its 4 training images at 3 a step make one step an epoch (the incomplete one dropped); every
+    training forward is per level, in train mode, 3 images a level; the rate after 2 epochs is lr x 0.9^5; each
+    epoch's training loss is an h(z) = exp(z / 50) >= 1 (the mean loss is about 0.2 at the start)."""
+    calls, states, real_fit = [], [], train_module.fit
+
+    def spied_forward(model, images, row_in_stack):
+        calls.append(
+            (model.training, {int((row_in_stack == row).sum()) for row in torch.unique(row_in_stack)})
+        )
+        return forward_by_level(model, images, row_in_stack)
+
+    def spied_fit(state, *args, **kwargs):
+        states.append(state)
+        return real_fit(state, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "forward_by_level", spied_forward)
+    monkeypatch.setattr(train_module, "fit", spied_fit)
     config = PretrainConfig(level_batches=True, balance="authors", lr_decay=0.9, epochs=2, batch_size=3,
                             variants_per_image=4, held_out_fraction=0.34, distortions=["technical"],
                             optimiser="rmsprop", lr=1e-4)  # fmt: skip
     preprocess = student_preprocess("mobilenetv2_050", 32, "bilinear")
-    result = pretrain_backbone(config, "mobilenetv2_050", "random", preprocess, pool, progress=False,
-                               work_root=tmp_path)  # fmt: skip
+    result = pretrain_backbone(config, "mobilenetv2_050", "random", preprocess, pool, progress=False)
+    assert calls == [(True, {3})] * 2  # one step an epoch, each level a batch of the step's 3 images
+    assert states[0].optimiser.param_groups[0]["lr"] == pytest.approx(1e-4 * 0.9**5)
     assert [row["epoch"] for row in result.history.rows] == [1, 2]
     assert all(row["train_loss"] >= 1.0 for row in result.history.rows), result.history.rows

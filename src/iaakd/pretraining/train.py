@@ -97,15 +97,17 @@ def held_out_split(paths: list[str], fraction: float, seed: int) -> tuple[list[s
 
 
 def _loader(paths: list[str], preprocess: Preprocess, selection: dict, config: PretrainConfig, seed: int,
-            num_workers: int, shuffle: bool, generator: torch.Generator | None = None) -> DataLoader:  # fmt: skip
+            num_workers: int, training: bool, generator: torch.Generator | None = None) -> DataLoader:  # fmt: skip
+    """The training loader (shuffled; with ``level_batches`` its steps share variants and an incomplete last
+    step is dropped, as the authors' loader does) or the held-out one (in order, every image its own draw:
+    scoring in eval mode needs no level batches, and shared draws would leave distortions without pairs)."""
+    shared = config.level_batches and training
     dataset = DistortionStackDataset(paths, preprocess, selection, config.variants_per_image, seed,
-                                     levels_per_side=config.levels_per_side,
-                                     shared_variants=config.level_batches)  # fmt: skip
-    if config.level_batches:
-        # training steps drop an incomplete last batch, as the authors' loader does; held-out scoring keeps all
-        batches = SharedVariantBatches(len(dataset), config.batch_size, shuffle, generator, drop_last=shuffle)
+                                     levels_per_side=config.levels_per_side, shared_variants=shared)  # fmt: skip
+    if shared:
+        batches = SharedVariantBatches(len(dataset), config.batch_size, True, generator, drop_last=True)
         return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, collate_fn=collate_stacks)
-    return DataLoader(dataset, batch_size=config.batch_size, shuffle=shuffle, generator=generator,
+    return DataLoader(dataset, batch_size=config.batch_size, shuffle=training, generator=generator,
                       num_workers=num_workers, collate_fn=collate_stacks)  # fmt: skip
 
 
