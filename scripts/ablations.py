@@ -38,6 +38,7 @@ import numpy as np
 from experiment import (
     DistillerRuns,
     Pipeline,
+    RunOutputs,
     RunStore,
     StudentRuns,
     distiller_base,
@@ -178,8 +179,9 @@ def protocol(seeds: list[int], tables: dict[str, Table], chosen: list[str]) -> d
 
 
 def teacher_rows(
-    pipeline: Pipeline, seeds: list[int], epochs: int | None, fresh: bool, results: dict, out: Path
-) -> None:
+    pipeline: Pipeline, seeds: list[int], epochs: int | None, fresh: bool, results: dict, out: Path,
+    archive: RunOutputs,
+) -> None:  # fmt: skip
     """Tables I-III: the distiller on every non-empty subset of the backbones, each over ``seeds``, and
     each subset's paired difference from the teacher on all of them."""
     distillers = DistillerRuns(pipeline, epochs)
@@ -192,7 +194,8 @@ def teacher_rows(
     teachers = [Teacher(" + ".join(subset), subset) for subset in subsets]
     everything = teachers[-1].name
     comparisons = tuple((teacher.name, everything, False) for teacher in teachers[:-1])
-    runs = SeedRuns(pipeline, comparisons, {teacher.name: list(seeds) for teacher in teachers}, "")
+    runs = SeedRuns(pipeline, comparisons, {teacher.name: list(seeds) for teacher in teachers}, "", archive,
+                    "teachers/")  # fmt: skip
     test_ids = pipeline.part("test")["image_id"].tolist()
     shape = (len(test_ids), pipeline.task.output_size)
     dims = {}
@@ -216,6 +219,7 @@ def teacher_rows(
     runs.write_into(section)
     results["teacher_backbones"] = section
     write_results(out, results)
+    archive.write()
 
 
 def main() -> None:
@@ -242,6 +246,7 @@ def main() -> None:
     if skipped:
         print("--- Table XII skipped: the labels have no semantic tags", flush=True)
     chosen = [key for key in chosen if key not in skipped]
+    archive = RunOutputs(args.out)
     results: dict = {
         "n_test": len(students.test),
         "n_train": len(students.train.paths),
@@ -254,7 +259,7 @@ def main() -> None:
         "complete": False,
     }
     if "i_iii" in args.tables:
-        teacher_rows(pipeline, args.seeds, args.epochs, args.fresh, results, args.out)
+        teacher_rows(pipeline, args.seeds, args.epochs, args.fresh, results, args.out, archive)
 
     by_name = configs(crop, pad)
     # the KD comparison's store and signature: its reference runs are found, and these rows kept beside them
@@ -266,7 +271,7 @@ def main() -> None:
     needed.sort(key=lambda name: "input_size" in by_name[name].overrides)  # Table VII's costly rows last
     comparisons = tuple((a, b, False) for key in chosen for a, b in tables[key].comparisons)
     planned = {name: list(args.seeds) for name in needed}
-    seed_runs = SeedRuns(pipeline, comparisons, planned, "")
+    seed_runs = SeedRuns(pipeline, comparisons, planned, "", archive)
     shape = (len(students.test), pipeline.task.output_size)
     costs = StudentCosts(base, students.train.teacher_feature.shape[1], pipeline)
     total, count = len(needed) * len(args.seeds), 0
@@ -289,6 +294,7 @@ def main() -> None:
                 if all(len(seed_runs.runs.get(row, [])) == len(args.seeds) for _, row in tables[key].rows)
             }
             write_results(args.out, results)
+            archive.write()
     # complete: every table there is (a --tables subset is not), the teacher rows included
     every_table = {"i_iii", *(key for key in tables if not tables[key].needs_tags or pipeline.has_tags)}
     results["complete"] = {

@@ -43,6 +43,7 @@ from experiment import (
     RAN,
     DistillerRuns,
     Pipeline,
+    RunOutputs,
     RunStore,
     StudentRuns,
     distiller_base,
@@ -302,8 +303,9 @@ def main() -> None:
     )
 
     planned = {row.name: list(args.seeds) for row in ROWS}
+    archive = RunOutputs(args.out)
     seed_runs = SeedRuns(
-        pipeline, COMPARISONS, planned, "semi-supervised KD shown to help with 25 % of the labels"
+        pipeline, COMPARISONS, planned, "semi-supervised KD shown to help with 25 % of the labels", archive
     )
     results = {
         "n_test": len(test),
@@ -352,6 +354,7 @@ def main() -> None:
                 results["teacher_low_labels"][seed] = students.teacher_metrics(seed)
             results["complete"] = count == total
             write_results(args.out, results)
+            archive.write()
     seed_runs.report()
 
 

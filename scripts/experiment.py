@@ -71,6 +71,36 @@ def write_results(path: Path, results: dict) -> None:
     )
 
 
+class RunOutputs:
+    """Every run a results script reads, as its per-image test output rows, kept beside the results file
+    (``results/NAME.outputs.npz``: float32, compressed; one ``<part><row>/seed<seed>`` array per run, of shape
+    (test images, outputs), and ``<part>image_id`` naming the test images its rows follow). A later change of
+    statistics reads them (:func:`read_run_outputs`) instead of training again. ``part`` tells apart runs
+    on other test sets (folds) or of another kind (teachers)."""
+
+    def __init__(self, results_path: Path) -> None:
+        self.path = outputs_path(results_path)
+        self.arrays: dict[str, np.ndarray] = {}
+
+    def add(self, name: str, seed: int, rows: np.ndarray, image_ids: Sequence[str], part: str = "") -> None:
+        self.arrays[f"{part}image_id"] = np.asarray(image_ids, dtype=str)
+        self.arrays[f"{part}{name}/seed{seed}"] = np.asarray(rows, dtype=np.float32)
+
+    def write(self) -> None:
+        with atomic_path(self.path) as temporary, open(temporary, "wb") as handle:
+            np.savez_compressed(handle, **self.arrays)
+
+
+def outputs_path(results_path: Path) -> Path:
+    return results_path.with_name(f"{results_path.stem}.outputs.npz")
+
+
+def read_run_outputs(results_path: Path) -> dict[str, np.ndarray]:
+    """The arrays :class:`RunOutputs` kept for the results file at ``results_path`` (no pickle)."""
+    with np.load(outputs_path(results_path), allow_pickle=False) as archive:
+        return {key: archive[key] for key in archive.files}
+
+
 # The stages whose outputs the scripts read (dvc.lock names, foreach stages by their prefix)
 INPUT_STAGES = ("dataset", "split", "extract", "teacher")
 

@@ -30,6 +30,7 @@ import numpy as np
 from experiment import (
     DistillerRuns,
     Pipeline,
+    RunOutputs,
     RunStore,
     StudentRuns,
     distiller_base,
@@ -72,6 +73,7 @@ def teachers_and_students(
     seeds: list[int],
     epochs: int | None,
     store: RunStore,
+    archive: RunOutputs,
     comparisons: tuple[tuple[str, str, bool], ...] = COMPARISONS,
 ) -> SeedRuns:
     """The distiller trained with each of ``seeds`` on ``pipeline``'s split and task, and students with and
@@ -80,7 +82,7 @@ def teachers_and_students(
     test_ids = pipeline.part("test")["image_id"].tolist()
     shape = (len(test_ids), pipeline.task.output_size)
     base = student_base(pipeline.params, epochs)
-    runs = SeedRuns(pipeline, comparisons, {name: list(seeds) for name in MODELS}, "")
+    runs = SeedRuns(pipeline, comparisons, {name: list(seeds) for name in MODELS}, "", archive, f"{part}/")
 
     @cache  # the distiller of ``seed``, trained only when one of its runs is not kept
     def students_of(seed: int) -> tuple[np.ndarray, StudentRuns]:
@@ -146,6 +148,7 @@ def main() -> None:
         "test_size": args.test_size,
     }
     store = RunStore(STORE, signature, args.fresh)
+    archive = RunOutputs(args.out)
     results: dict = {
         "seeds": args.seeds,
         "fold_seeds": args.fold_seeds,
@@ -172,9 +175,10 @@ def main() -> None:
 
     for output in args.outputs:
         output_pipeline = pipeline.with_output(output)
-        runs = teachers_and_students(output_pipeline, output, args.seeds, args.epochs, store)
+        runs = teachers_and_students(output_pipeline, output, args.seeds, args.epochs, store, archive)
         results["outputs"][output] = part_entry(output_pipeline, runs)
         write_results(args.out, results)  # what is done so far survives an interrupted run
+        archive.write()
     folds = []
     for fold in range(args.folds):
         config = SplitConfig(
@@ -182,10 +186,13 @@ def main() -> None:
             num_folds=args.folds, fold=fold, test_size=args.test_size,
         )  # fmt: skip
         folded = pipeline.with_split(make_split(pipeline.frame["image_id"], config))
-        runs = teachers_and_students(folded, f"fold{fold}", args.fold_seeds, args.epochs, store, KD_GAIN)
+        runs = teachers_and_students(
+            folded, f"fold{fold}", args.fold_seeds, args.epochs, store, archive, KD_GAIN
+        )
         folds.append((folded, runs))
         results["folds"].append({"fold": fold, **part_entry(folded, runs)})
         write_results(args.out, results)
+        archive.write()
     if folds:
         results["pooled_folds"] = pooled_over_folds(folds)
     results["complete"] = len(results["folds"]) == args.folds and set(OUTPUTS) <= set(results["outputs"])

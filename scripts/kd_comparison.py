@@ -41,6 +41,7 @@ import pandas as pd
 from experiment import (
     RAN,
     Pipeline,
+    RunOutputs,
     RunStore,
     StudentRuns,
     distiller_base,
@@ -284,9 +285,13 @@ class SeedRuns:
         comparisons: tuple[tuple[str, str, bool], ...],
         planned: Mapping[str, list[int]],
         claim: str,
+        archive: RunOutputs | None = None,
+        part: str = "",
     ) -> None:
         self.pipeline, self.comparisons, self.planned, self.claim = pipeline, comparisons, planned, claim
+        self.archive, self.part = archive, part  # where each run's test outputs are kept for the results file
         test = pipeline.part("test")
+        self.test_ids = test["image_id"].tolist()
         self.true_score, self.true_dist = test["mean_score"].to_numpy(), ground_truth(test)
         self.outputs: dict[str, dict[int, np.ndarray]] = {}
         self.runs: dict[str, list[dict]] = {}
@@ -295,6 +300,8 @@ class SeedRuns:
     def add(self, name: str, seed: int, rows: np.ndarray, took: str) -> None:
         """Row ``name``'s run with ``seed`` (its test output rows), printed with how long it ``took``."""
         self.outputs.setdefault(name, {})[seed] = rows
+        if self.archive is not None:
+            self.archive.add(name, seed, rows, self.test_ids, self.part)
         self.runs.setdefault(name, []).append({"seed": seed, **self.pipeline.test_metrics(rows)})
         print(f"    SRCC {_number(self.runs[name][-1]['srcc'])} ({took})", flush=True)
         for a, b, primary in self.comparisons:
@@ -490,6 +497,7 @@ def main() -> None:
         "complete": False,  # true once every run is there
     }
     outputs: dict[str, dict[int, np.ndarray]] = {}
+    archive = RunOutputs(args.out)
     done: dict[tuple[str, str], dict] = {}
     shape = (len(test), task.output_size)
     total, count = sum(len(seeds) for seeds in planned.values()), 0
@@ -503,6 +511,7 @@ def main() -> None:
             train_run = partial(runners[arm.knowledge].test_output, config)
             rows, kept = store.get(arm, seed, config, shape, train_run)
             outputs.setdefault(arm.name, {})[seed] = rows
+            archive.add(arm.name, seed, rows, test["image_id"].tolist())
             runs.append({"seed": seed, **pipeline.test_metrics(rows)})
             took = "kept from an earlier run" if kept else f"{(time.monotonic() - started) / 60:.1f} min"
             print(f"    SRCC {_number(runs[-1]['srcc'])} ({took})", flush=True)
@@ -514,6 +523,7 @@ def main() -> None:
                 )
             results["complete"] = count == total
             write_results(args.out, results)
+            archive.write()
     print(json.dumps(round_floats(results["summary"]), indent=2))
     print(describe_primary(next((entry for entry in results["paired"] if entry["primary"]), None)))
 

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from conftest import (
@@ -367,6 +368,53 @@ def test_result_scripts_run_on_the_pipeline_outputs_and_render(reproduction_run)
     assert "| 1 |" in teacher_spread_table(spread)
 
 
+def test_every_result_script_keeps_each_runs_per_image_test_outputs_beside_its_results(reproduction_run):
+    """A later change of statistics must not need the training again: each results file has
+    NAME.outputs.npz beside it with every run it lists, and each run's SRCC, computed again from the kept rows
+    against the test images' scores, is the one the results file reports."""
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    from experiment import outputs_path, read_run_outputs
+    from scipy import stats
+
+    repo = reproduction_run[0]
+    labels = pd.read_parquet(repo / "data" / "labels.parquet", columns=["image_id", "mean_score"])
+    truth = labels.set_index("image_id")["mean_score"]
+    bins = np.arange(1, 11)
+    folds_and_outputs = json.loads((repo / "results" / "folds_and_outputs.json").read_text())
+    sections = {  # results file -> (archive part, the results' run lists, whose outputs are distributions)
+        "kd_comparison": [("", lambda r: r["runs"], True)],
+        "pretraining": [("", lambda r: r["runs"], True)],
+        "cskd": [("", lambda r: r["runs"], True)],
+        "ablations": [("", lambda r: r["runs"], True), ("teachers/", lambda r: r["teacher_backbones"]["runs"], True)],
+        "folds_and_outputs": [(f"fold{f['fold']}/", lambda r, f=f: f["runs"], True) for f in folds_and_outputs["folds"]]
+        + [(f"{output}/", lambda r, o=output: r["outputs"][o]["runs"], output == "distribution")
+           for output in folds_and_outputs["outputs"]],
+    }  # fmt: skip
+    for name, parts in sections.items():
+        results_file = repo / "results" / f"{name}.json"
+        assert outputs_path(results_file).is_file(), name
+        results, kept = json.loads(results_file.read_text()), read_run_outputs(results_file)
+        listed, recomputed = 0, 0
+        for part, runs_of, distributions in parts:
+            scores = truth.loc[kept[f"{part}image_id"]].to_numpy()
+            for row, runs in runs_of(results).items():
+                for entry in runs:
+                    rows = kept[f"{part}{row}/seed{entry['seed']}"]
+                    assert len(rows) == len(scores) and rows.dtype == np.float32, (name, part, row)
+                    listed += 1
+                    if distributions:  # the expected bin's SRCC, as the results file computed it
+                        again = stats.spearmanr(rows @ bins, scores).statistic
+                        assert again == pytest.approx(entry["srcc"], abs=1e-3), (
+                            name,
+                            part,
+                            row,
+                            entry["seed"],
+                        )
+                        recomputed += 1
+        assert listed == sum(1 for key in kept if "/seed" in key), name  # nothing kept that is not listed
+        assert recomputed >= 4, name
+
+
 def test_pretraining_and_cskd_scripts_reuse_the_kd_comparisons_runs_and_render(reproduction_run):
     """scripts/pretraining.py and scripts/cskd.py (seed 0) as README's reproduction block ran them, after the
     KD comparison: their reference rows are its runs, loaded rather than trained (a reference that came from
@@ -388,7 +436,7 @@ def test_pretraining_and_cskd_scripts_reuse_the_kd_comparisons_runs_and_render(r
         (primary,) = [entry for entry in results["paired"] if entry["primary"]]
         assert (primary["a"], primary["b"]) == module.COMPARISONS[0][:2]
         assert "**primary**" in {"pretraining": pretraining_table, "cskd": cskd_table}[name](results)
-    # weights_no_kd is loaded by each script (7 rows in one, 10 in the other), never trained; weights_kd is
+    # weights_no_kd is loaded by each script (8 rows in one, 10 in the other), never trained; weights_kd is
     # trained again by the pretraining script only for its curves, to the same rows
     for rows in (len(pretraining.ROWS), len(cskd.ROWS)):
         assert re.search(rf"--- weights_no_kd, seed 0 \(2/{rows}\)\n +SRCC [\d.-]+ \(kept from an earlier run\)",
