@@ -106,7 +106,11 @@ def test_level_batches_drop_an_incomplete_last_step_as_the_authors_loader_does(p
     """A level of one image alone would give BatchNorm a batch of one; the authors' loader has drop_last."""
     steps = [len(batch) for batch in SharedVariantBatches(7, 3, shuffle=True, drop_last=True)]
     assert steps == [3, 3]
-    assert [len(batch) for batch in SharedVariantBatches(7, 3, shuffle=False)] == [3, 3, 1]  # held out: all
+    assert [len(batch) for batch in SharedVariantBatches(7, 3, shuffle=False)] == [
+        3,
+        3,
+        1,
+    ]  # in order, every batch kept
     config = PretrainConfig(level_batches=True, batch_size=5, held_out_fraction=0.34)
     with pytest.raises(
         UserError,

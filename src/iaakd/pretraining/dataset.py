@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import BatchSampler, Dataset, Sampler
 
 from iaakd.data.images import RESIZE_FILTERS, Preprocess, load_rgb
 from iaakd.pretraining.distortions import GROUPS, Distortion, group_members, reference_of_kind
@@ -131,18 +131,10 @@ class DistortionStackDataset(Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         """``key``: an index, or with ``shared_variants`` (index, step) from :class:`SharedVariantBatches`."""
-        if self.shared_variants:
-            index, step = key
-            draw = np.random.default_rng((self.seed, self.epoch, step, 1))
-        else:
-            index = key
-        rng = np.random.default_rng((self.seed, self.epoch, index))
-        variants = sample_variants(
-            self.selection,
-            self.variants_per_image,
-            draw if self.shared_variants else rng,
-            self.levels_per_side,
-        )
+        index, step = key if self.shared_variants else (key, None)
+        rng = np.random.default_rng((self.seed, self.epoch, index))  # the image's own: noise, blur direction
+        draw = rng if step is None else np.random.default_rng((self.seed, self.epoch, step, 1))  # its step's
+        variants = sample_variants(self.selection, self.variants_per_image, draw, self.levels_per_side)
         rows = stack_rows(variants, self.selection)
         image = self.working_image(index)
         made = [self._make(image, row, rng) for row in rows]
@@ -159,8 +151,8 @@ class DistortionStackDataset(Dataset):
 
 
 class SharedVariantBatches(Sampler[list[tuple[int, int]]]):
-    """Batches of ``batch_size`` pool images, each index keyed by its step in the epoch, for a
-    :class:`DistortionStackDataset` with ``shared_variants``; shuffled with ``generator`` when ``shuffle``.
+    """torch's batches of ``batch_size`` pool images (shuffled with ``generator`` when ``shuffle``), each index
+    keyed by its step in the epoch, for a :class:`DistortionStackDataset` with ``shared_variants``.
     ``drop_last``: an incomplete last batch is left out, as the authors' loader does (a level forwarded for
     one image alone would give BatchNorm a batch of one)."""
 
@@ -176,18 +168,16 @@ class SharedVariantBatches(Sampler[list[tuple[int, int]]]):
         self.drop_last = drop_last
 
     def __len__(self) -> int:
-        return self.length // self.batch_size if self.drop_last else -(-self.length // self.batch_size)
+        return len(BatchSampler(range(self.length), self.batch_size, self.drop_last))
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         order = (
-            torch.randperm(self.length, generator=self.generator)
+            torch.randperm(self.length, generator=self.generator).tolist()
             if self.shuffle
-            else torch.arange(self.length)
+            else range(self.length)
         )
-        for step in range(len(self)):
-            yield [
-                (int(index), step) for index in order[step * self.batch_size : (step + 1) * self.batch_size]
-            ]
+        for step, batch in enumerate(BatchSampler(order, self.batch_size, self.drop_last)):
+            yield [(index, step) for index in batch]
 
 
 def collate_stacks(items: Sequence[dict]) -> dict:

@@ -111,14 +111,21 @@ def regression_loss(levels: Mapping[str, torch.Tensor], batch: Mapping[str, torc
     losses = []
     for group, predicted in levels.items():
         rows = _group_rows(batch, group)
-        if not rows.numel():
-            continue
-        columns = batch["class_in_group"][rows]
-        references = torch.unique(torch.stack([batch["reference_row"][rows], columns], dim=1), dim=0)
-        values = torch.cat([predicted[rows, columns], predicted[references[:, 0], references[:, 1]]])
-        targets = torch.cat([batch["target"][rows].to(values.dtype), values.new_zeros(len(references))])
-        losses.append(functional.mse_loss(values, targets))
+        if rows.numel():
+            losses.append(functional.mse_loss(*_regressed(predicted, batch, rows)))
     return _mean_over_groups(losses, next(iter(levels.values())))
+
+
+def _regressed(
+    predicted: torch.Tensor, batch: Mapping[str, torch.Tensor], rows: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values, targets) of a group's ``rows``: each variant's level in its distortion's column against its
+    signed step, and its reference's value there against 0 (each reference row and column once)."""
+    columns = batch["class_in_group"][rows]
+    references = torch.unique(torch.stack([batch["reference_row"][rows], columns], dim=1), dim=0)
+    values = torch.cat([predicted[rows, columns], predicted[references[:, 0], references[:, 1]]])
+    targets = torch.cat([batch["target"][rows].to(values.dtype), values.new_zeros(len(references))])
+    return values, targets
 
 
 def _pool_images(batch: Mapping[str, torch.Tensor]) -> int:
@@ -145,13 +152,12 @@ def summed_auxiliary_loss(
         rows = _group_rows(batch, group)
         if not rows.numel():
             continue
-        columns = batch["class_in_group"][rows]
         if task == "rank+classify":
-            total = total + functional.cross_entropy(predicted[rows], columns, reduction="sum")
-            continue
-        references = torch.unique(torch.stack([batch["reference_row"][rows], columns], dim=1), dim=0)
-        levels = predicted[rows, columns] - batch["target"][rows].to(predicted.dtype)
-        total = total + levels.square().sum() + predicted[references[:, 0], references[:, 1]].square().sum()
+            total = total + functional.cross_entropy(
+                predicted[rows], batch["class_in_group"][rows], reduction="sum"
+            )
+        else:
+            total = total + functional.mse_loss(*_regressed(predicted, batch, rows), reduction="sum")
     return total / images
 
 

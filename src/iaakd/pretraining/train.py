@@ -67,9 +67,7 @@ class PretrainConfig:
     optimiser: str = param("adam", choices=OPTIMISERS)
     lr: float = param(1e-4, above=0)
     lr_step_epochs: int = param(1000, above=0)  # lr divided by 10 every this many epochs
-    lr_decay: float = param(
-        1.0, above=0, maximum=1
-    )  # after epoch e, lr x lr_decay ** (e + 1) (the authors: 0.9)
+    lr_decay: float = param(1.0, above=0, maximum=1)  # after epoch e: lr x lr_decay^(e+1) (the authors: 0.9)
     momentum: float = param(0.9, minimum=0)  # rmsprop
     weight_decay: float = param(0.0, minimum=0)
     frozen_steps: int = param(0, minimum=0)  # the backbone frozen (only the heads train) for the first steps
