@@ -104,13 +104,11 @@ def test_without_level_batches_and_for_the_held_out_pool_a_stack_position_mixes_
 
 def test_level_batches_drop_an_incomplete_last_step_as_the_authors_loader_does(pool):
     """A level of one image alone would give BatchNorm a batch of one; the authors' loader has drop_last."""
-    steps = [len(batch) for batch in SharedVariantBatches(7, 3, shuffle=True, drop_last=True)]
-    assert steps == [3, 3]
-    assert [len(batch) for batch in SharedVariantBatches(7, 3, shuffle=False)] == [
-        3,
-        3,
-        1,
-    ]  # in order, every batch kept
+    batches = SharedVariantBatches(7, 3, torch.Generator().manual_seed(0))
+    steps = list(batches)
+    assert [len(batch) for batch in steps] == [3, 3] and len(batches) == 2
+    assert [step for batch in steps for _, step in batch] == [0, 0, 0, 1, 1, 1]
+    assert len({index for batch in steps for index, _ in batch}) == 6  # six of the seven images, once each
     config = PretrainConfig(level_batches=True, batch_size=5, held_out_fraction=0.34)
     with pytest.raises(
         UserError,

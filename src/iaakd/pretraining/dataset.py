@@ -151,32 +151,20 @@ class DistortionStackDataset(Dataset):
 
 
 class SharedVariantBatches(Sampler[list[tuple[int, int]]]):
-    """torch's batches of ``batch_size`` pool images (shuffled with ``generator`` when ``shuffle``), each index
-    keyed by its step in the epoch, for a :class:`DistortionStackDataset` with ``shared_variants``.
-    ``drop_last``: an incomplete last batch is left out, as the authors' loader does (a level forwarded for
-    one image alone would give BatchNorm a batch of one)."""
+    """torch's batches of ``batch_size`` pool images, shuffled with ``generator``, each index keyed by its step
+    in the epoch, for a :class:`DistortionStackDataset` with ``shared_variants``. An incomplete last batch is
+    left out, as the authors' loader does (drop_last: a level forwarded for one image alone would give
+    BatchNorm a batch of one)."""
 
-    def __init__(
-        self,
-        length: int,
-        batch_size: int,
-        shuffle: bool,
-        generator: torch.Generator | None = None,
-        drop_last: bool = False,
-    ) -> None:
-        self.length, self.batch_size, self.shuffle, self.generator = length, batch_size, shuffle, generator
-        self.drop_last = drop_last
+    def __init__(self, length: int, batch_size: int, generator: torch.Generator | None = None) -> None:
+        self.length, self.batch_size, self.generator = length, batch_size, generator
 
     def __len__(self) -> int:
-        return len(BatchSampler(range(self.length), self.batch_size, self.drop_last))
+        return self.length // self.batch_size
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        order = (
-            torch.randperm(self.length, generator=self.generator).tolist()
-            if self.shuffle
-            else range(self.length)
-        )
-        for step, batch in enumerate(BatchSampler(order, self.batch_size, self.drop_last)):
+        order = torch.randperm(self.length, generator=self.generator).tolist()
+        for step, batch in enumerate(BatchSampler(order, self.batch_size, drop_last=True)):
             yield [(index, step) for index in batch]
 
 

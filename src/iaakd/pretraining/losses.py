@@ -182,20 +182,17 @@ def pretraining_loss(
     if balance not in BALANCES:
         raise ValueError(f"pretraining balance {balance!r} is not one of {BALANCES}")
     auxiliary_name = {"rank+classify": "classify", "rank+regress": "regress"}.get(task)
-    if balance == "authors":
+    if balance == "authors":  # sums over pairs, each task's put through h
         images = _pool_images(batch)
         losses = {"rank": summed_ranking_loss(outputs["score"], batch["pairs"], images, margin)}
         if auxiliary_name:
             losses[auxiliary_name] = summed_auxiliary_loss(task, outputs["auxiliary"], batch, images)
-        total = balanced(losses["rank"], temperature)
+        terms = {name: balanced(loss, temperature) for name, loss in losses.items()}
+    else:  # means, added as they are
+        losses = {"rank": margin_ranking_loss(outputs["score"], batch["pairs"], margin)}
         if auxiliary_name:
-            total = total + auxiliary_weight * balanced(losses[auxiliary_name], temperature)
-        return {**losses, "total": total}
-    losses = {"rank": margin_ranking_loss(outputs["score"], batch["pairs"], margin)}
-    if task == "rank+classify":
-        losses["classify"] = classification_loss(outputs["auxiliary"], batch)
-    elif task == "rank+regress":
-        losses["regress"] = regression_loss(outputs["auxiliary"], batch)
-    auxiliary = [loss for name, loss in losses.items() if name != "rank"]
-    losses["total"] = losses["rank"] + auxiliary_weight * sum(auxiliary) if auxiliary else losses["rank"]
-    return losses
+            mean_loss = classification_loss if auxiliary_name == "classify" else regression_loss
+            losses[auxiliary_name] = mean_loss(outputs["auxiliary"], batch)
+        terms = losses
+    total = terms["rank"] + (auxiliary_weight * terms[auxiliary_name] if auxiliary_name else 0.0)
+    return {**losses, "total": total}

@@ -103,7 +103,7 @@ def _loader(paths: list[str], preprocess: Preprocess, selection: dict, config: P
     dataset = DistortionStackDataset(paths, preprocess, selection, config.variants_per_image, seed,
                                      levels_per_side=config.levels_per_side, shared_variants=shared)  # fmt: skip
     if shared:
-        batches = SharedVariantBatches(len(dataset), config.batch_size, True, generator, drop_last=True)
+        batches = SharedVariantBatches(len(dataset), config.batch_size, generator)
         return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, collate_fn=collate_stacks)
     return DataLoader(dataset, batch_size=config.batch_size, shuffle=training, generator=generator,
                       num_workers=num_workers, collate_fn=collate_stacks)  # fmt: skip
