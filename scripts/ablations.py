@@ -218,8 +218,7 @@ def teacher_rows(
                               for t in teachers]}  # fmt: skip
     runs.write_into(section)
     results["teacher_backbones"] = section
-    write_results(out, results)
-    archive.write()
+    write_results(out, results, archive)
 
 
 def main() -> None:
@@ -293,15 +292,14 @@ def main() -> None:
                 for key in chosen
                 if all(len(seed_runs.runs.get(row, [])) == len(args.seeds) for _, row in tables[key].rows)
             }
-            write_results(args.out, results)
-            archive.write()
+            write_results(args.out, results, archive)
     # complete: every table there is (a --tables subset is not), the teacher rows included
     every_table = {"i_iii", *(key for key in tables if not tables[key].needs_tags or pipeline.has_tags)}
     results["complete"] = {
         *results["tables"],
         *(["i_iii"] if "teacher_backbones" in results else []),
     } == every_table
-    write_results(args.out, results)
+    write_results(args.out, results, archive)
     seed_runs.report()
 
 

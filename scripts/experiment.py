@@ -60,10 +60,14 @@ def kept_json(path: Path, make: Callable[[], dict]) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def write_results(path: Path, results: dict) -> None:
+def write_results(path: Path, results: dict, archive: RunOutputs | None = None) -> None:
     """``results`` with the code's provenance and the devices and precisions its models were trained
-    with (comma-separated when several; null before any), rounded, as JSON at ``path``. Written
-    atomically: a run killed mid-write leaves the last complete file, which the next run resumes from."""
+    with (comma-separated when several; null before any), rounded, as JSON at ``path``, after the runs'
+    test outputs of ``archive`` beside it (so the results never list a run whose outputs are not kept).
+    Written atomically: a run killed mid-write leaves the last complete files, which the next run resumes
+    from."""
+    if archive is not None:
+        archive.write()
     devices = ", ".join(sorted({device for device, _ in RAN})) or None
     precisions = ", ".join(sorted({precision for _, precision in RAN})) or None
     common.write_json(
@@ -106,7 +110,9 @@ INPUT_STAGES = ("dataset", "split", "extract", "teacher")
 
 
 def pipeline_inputs(lock: Path = Path("dvc.lock")) -> dict[str, str]:
-    """The md5 of every data output the scripts read, from dvc.lock: results made from other data differ."""
+    """The md5 of every data output the scripts read, from dvc.lock: results made from other data differ.
+    Metrics and provenance reports are left out: a stage that reruns on the same data writes another commit
+    and time there, and the runs kept for that data must still be found."""
     if not lock.is_file():
         return {}
     stages = yaml.safe_load(lock.read_text(encoding="utf-8")).get("stages", {})
@@ -115,7 +121,7 @@ def pipeline_inputs(lock: Path = Path("dvc.lock")) -> dict[str, str]:
         for name, stage in sorted(stages.items())
         if name.split("@")[0] in INPUT_STAGES
         for out in stage.get("outs", [])
-        if not out["path"].startswith("metrics/")
+        if not out["path"].startswith(("metrics/", "reports/"))
     }
 
 
@@ -315,9 +321,13 @@ class DistillerRuns:
         metrics, knowledge, _ = self.teacher_and_model(backbones, seed)
         return metrics, knowledge
 
-    def teacher_and_model(self, backbones: list[str], seed: int) -> tuple[dict, Knowledge, Distiller]:
-        """:meth:`teacher`, and the distiller itself (for the knowledge of images without labels)."""
-        matrix, _ = self.pipeline.tables.teacher_input(backbones)
+    def teacher_and_model(
+        self, backbones: list[str], seed: int, extra: Sequence[Path] = (), work: Path | None = None
+    ) -> tuple[dict, Knowledge, Distiller]:
+        """:meth:`teacher`, and the distiller itself (for the knowledge of images without labels); ``extra``:
+        feature folders after ``backbones``' (CSKD's aligned backbone); ``work``: where their row matrix is
+        kept (PipelineTables.teacher_input)."""
+        matrix, _ = self.pipeline.tables.teacher_input(backbones, extra, work)
         frame = self.pipeline.frame
         rows = matrix.row_of(frame["image_id"])
         train, val, test = (self.masks[name] for name in ("train", "val", "test"))

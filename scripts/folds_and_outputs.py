@@ -177,8 +177,7 @@ def main() -> None:
         output_pipeline = pipeline.with_output(output)
         runs = teachers_and_students(output_pipeline, output, args.seeds, args.epochs, store, archive)
         results["outputs"][output] = part_entry(output_pipeline, runs)
-        write_results(args.out, results)  # what is done so far survives an interrupted run
-        archive.write()
+        write_results(args.out, results, archive)  # what is done so far survives an interrupted run
     folds = []
     for fold in range(args.folds):
         config = SplitConfig(
@@ -191,12 +190,11 @@ def main() -> None:
         )
         folds.append((folded, runs))
         results["folds"].append({"fold": fold, **part_entry(folded, runs)})
-        write_results(args.out, results)
-        archive.write()
+        write_results(args.out, results, archive)
     if folds:
         results["pooled_folds"] = pooled_over_folds(folds)
     results["complete"] = len(results["folds"]) == args.folds and set(OUTPUTS) <= set(results["outputs"])
-    write_results(args.out, results)
+    write_results(args.out, results, archive)
     print(f"wrote {args.out}" + ("" if results["complete"] else "; not every fold and output type yet"))
 
 

@@ -522,8 +522,7 @@ def main() -> None:
                     outputs, planned, test, task, true_score, true_dist
                 )
             results["complete"] = count == total
-            write_results(args.out, results)
-            archive.write()
+            write_results(args.out, results, archive)
     print(json.dumps(round_floats(results["summary"]), indent=2))
     print(describe_primary(next((entry for entry in results["paired"] if entry["primary"]), None)))
 

@@ -328,8 +328,7 @@ def main() -> None:
             results["curves"] = curves(histories)
             results["curves_retrained_difference"] = store.curve_differences  # the kept rows stay the runs'
             results["complete"] = count == total
-            write_results(args.out, results)
-            archive.write()
+            write_results(args.out, results, archive)
     seed_runs.report()
 
 

@@ -193,6 +193,17 @@ def _which_exploratory(comparisons: list[dict]) -> str:
     )
 
 
+def _interval_made(metrics: dict) -> str:
+    """How a paired difference's 95 % interval was made (iaakd.paired; results written before it said so
+    hold the earlier percentile bootstrap's)."""
+    if metrics.get("interval", "percentile") == "seed-t":
+        return ("95 % seed-t interval (the spread over resampled test images and over seeds, a t quantile "
+                "with one degree of freedom fewer than the seeds)")  # fmt: skip
+    return (
+        "95 % interval of the earlier percentile bootstrap over test images and seeds (too narrow at 3 seeds)"
+    )
+
+
 def kd_paired_table(results: dict, short: dict[str, str] = KD_SHORT) -> str | None:
     """The paired differences A - B of a result script's rows (results' "paired"; rows named by ``short``);
     None before the seed protocol wrote them."""
@@ -211,7 +222,7 @@ def kd_paired_table(results: dict, short: dict[str, str] = KD_SHORT) -> str | No
         )  # fmt: skip
     first = comparisons[0]["metrics"]["srcc"]
     return _markdown(
-        "Paired differences (A − B), 95 % interval over test images and seeds, share of seed pairs A beats "
+        f"Paired differences (A − B), {_interval_made(first)}, share of seed pairs A beats "
         f"B ({first['n_images']} test images, {first['resamples']} bootstrap resamples; seeds paired where "
         "both rows ran the same seeds). Higher SRCC is better, lower EMD is better (a negative EMD "
         f"difference favours A). {_which_exploratory(comparisons)}",
@@ -343,17 +354,20 @@ def pretraining_table(results: dict, paper: Beside | None = None) -> str:
     return "\n\n".join(parts)
 
 
-CSKD_ROWS = {  # scripts/cskd.py's rows
-    "weights_kd": "ImageNet init, KD (the KD comparison's runs)",
+CSKD_ROWS = {  # scripts/cskd.py's rows (align_kd: the earlier protocol's only)
+    "weights_kd": "ImageNet init, KD",
     "weights_no_kd": "ImageNet init, no KD (the KD comparison's runs)",
     "weights_kd_pool": "ImageNet init, KD + the pool",
-    "align_kd": "aligned, KD",
-    "align_kd_pool": "aligned, KD + the pool",
+    "align_kd": "aligned student, KD",
+    "align_kd_pool": "aligned student, KD + the pool",
+    "both_kd_pool": "aligned student and teacher, KD + the pool",
     "q_weights_no_kd": "25 % of the labels: ImageNet init, no KD",
     "q_weights_kd": "25 %: ImageNet init, KD",
     "q_weights_kd_unlabeled": "25 %: ImageNet init, KD + withheld images and pool",
-    "q_align_kd": "25 %: aligned, KD",
-    "q_align_kd_unlabeled": "25 %: aligned, KD + withheld images and pool",
+    "q_align_kd": "25 %: aligned student, KD",
+    "q_align_kd_unlabeled": "25 %: aligned student, KD + withheld images and pool",
+    "q_both_kd": "25 %: aligned student and teacher, KD",
+    "q_both_kd_unlabeled": "25 %: aligned student and teacher, KD + withheld images and pool",
 }
 CSKD_SHORT = {
     "weights_kd": "KD",
@@ -361,17 +375,44 @@ CSKD_SHORT = {
     "weights_kd_pool": "KD + pool",
     "align_kd": "aligned KD",
     "align_kd_pool": "aligned KD + pool",
+    "both_kd_pool": "both aligned KD + pool",
     "q_weights_no_kd": "25 % no KD",
     "q_weights_kd": "25 % KD",
     "q_weights_kd_unlabeled": "25 % KD + unlabelled",
     "q_align_kd": "25 % aligned KD",
     "q_align_kd_unlabeled": "25 % aligned KD + unlabelled",
+    "q_both_kd": "25 % both aligned KD",
+    "q_both_kd_unlabeled": "25 % both aligned KD + unlabelled",
 }
 
 
+def _cskd_teachers(results: dict) -> str:
+    """Which teacher the CSKD rows learnt from, and each kind's test SRCC over its seeds."""
+    # the earlier protocol: the pipeline's distiller, the encoder among its backbones
+    if "teachers" not in results:
+        teachers = [
+            m["srcc"] for m in results.get("teacher_low_labels", {}).values() if m["srcc"] is not None
+        ]
+        low = f" (on 25 % of the labels, retrained: test SRCC {np.mean(teachers):.3f})" if teachers else ""
+        return (f" Teacher: the pipeline's distiller, whose backbones include the encoder (the earlier "
+                f"protocol){low}.")  # fmt: skip
+    protocol = results["protocol"]
+    names = " + ".join(f"`{name.split('.')[0]}`" for name in protocol["teacher_backbones"])
+    kinds = []
+    for kind, by_seed in results["teachers"].items():  # "<label fraction>[ aligned]"
+        fraction, *aligned = kind.split()
+        srcc = [metrics["srcc"] for metrics in by_seed.values() if metrics["srcc"] is not None]
+        kinds.append(f"{float(fraction) * 100:g} % of the labels{', aligned' if aligned else ''} "
+                     f"{_cell(np.mean(srcc) if srcc else None)} ({len(srcc)} seeds)")  # fmt: skip
+    kinds = "; ".join(kinds)
+    return (f" Teacher: a distiller on {names}, none of them the encoder `{protocol['align']['encoder']}`, "
+            f"retrained with each seed; an aligned teacher adds the seed's aligned backbone's features. Its "
+            f"test SRCC: {kinds}.")  # fmt: skip
+
+
 def cskd_table(results: dict, paper: Beside | None = None) -> str:
-    """scripts/cskd.py: each row over its seeds, the alignment's held-out cosine, the pool, then the paired
-    differences."""
+    """scripts/cskd.py: each row over its seeds, the teachers, the alignment's held-out cosine, the pool, then
+    the paired differences."""
     config, pool = results["student_config"], results["pool"]
     cosines = list(results.get("align_cosine", {}).values())
     aligned = (
@@ -381,19 +422,12 @@ def cskd_table(results: dict, paper: Beside | None = None) -> str:
         if cosines
         else ""
     )
-    teachers = [m["srcc"] for m in results.get("teacher_low_labels", {}).values() if m["srcc"] is not None]
-    low_teacher = (
-        f" The distiller on 25 % of the labels: test SRCC {np.mean(teachers):.3f} "
-        f"(mean over {len(teachers)} seeds)."
-        if teachers
-        else ""
-    )
     table = _markdown(
         f"Demo numbers: {results['n_train']} training images ({results['n_train_labelled_low']} labelled at "
         f"25 %), {results['n_test']} test images, a pool of {pool['kept']} unlabelled demo images; student "
         f"`{config['backbone']}` at {config['input_size']}x{config['input_size']}, {config['epochs']} epochs; "
-        f"seeds {', '.join(map(str, results['seeds']))} for every row.{aligned}{low_teacher} The encoder is an "
-        f"ImageNet CNN (no CLIP weights offline): the aligned rows say nothing about CLIP.{_unfinished(results)}",
+        f"each row's seeds in its column.{_cskd_teachers(results)}{aligned} The encoder is an ImageNet CNN (no "
+        f"CLIP weights offline): the aligned rows say nothing about CLIP.{_unfinished(results)}",
         ["student", "seeds", "SRCC", "SRCC sd", "PLCC", "Acc", "EMD"],
         _seed_rows(results, CSKD_ROWS),
     )
@@ -583,7 +617,7 @@ def _part_differences(parts: dict[str, dict], what: str) -> str | None:
     if not rows:
         return None
     return _markdown(
-        f"Paired differences (A − B) on each {what}, 95 % interval over its test images and seeds, share of "
+        f"Paired differences (A − B) on each {what}, {_interval_made(srcc)} on its test images, share of "
         "seed pairs A beats B; every one exploratory (the demo's primary comparison is the KD comparison's).",
         [what, "A − B", "test images", "seeds A / B", "SRCC A − B", "SRCC 95 % interval", "SRCC: A beats B",
          "EMD A − B", "EMD 95 % interval"],
@@ -622,12 +656,19 @@ def folds_table(results: dict, paper: Beside | None = None) -> str | None:
         [fold["fold"], fold["n_test"], *(_cell(mean(fold, key)) for key, _ in STUDENT_ROWS)] for fold in folds
     ]
     ahead = sum(1 for fold in folds if (mean(fold, "student_kd") or 0) > (mean(fold, "student_no_kd") or 0))
+    images_only = (
+        " With one seed on each fold, each interval below is over that fold's test images only: it leaves out "
+        "how far another seed would move the students, so it is narrower than an interval over seeds."
+        if len(results["fold_seeds"]) == 1
+        else ""
+    )
     table = _markdown(
         f"Demo numbers: {len(folds)} random folds with disjoint test sets (the paper: 12 of 20,000); on each, the "
         f"distiller is trained again and students with and without KD, seeds "
         f"{', '.join(map(str, results['fold_seeds']))} on each fold (SRCC: mean over them). KD ahead in {ahead} "
         f"of {len(folds)} folds. The last difference ranks every fold's test images together, each scored by "
-        f"its own fold's models, so offsets between the folds' models count against both rows.{_unfinished(results)}",
+        f"its own fold's models, so offsets between the folds' models count against both rows.{images_only}"
+        f"{_unfinished(results)}",
         ["fold", "test images", "teacher SRCC", "student with KD", "student without KD"],
         rows,
         paper,
@@ -667,7 +708,7 @@ SECTIONS = [  # in the paper's order
     Section("pretraining", "Pretraining by distortion ranking (Pfister et al.)", PRETRAINING_RESULTS,
             "python scripts/pretraining.py --seeds 0 1 2", pretraining_table),
     Section("cskd", "CSKD: alignment and semi-supervised KD (Xu et al.)", CSKD_RESULTS,
-            "python scripts/cskd.py --seeds 0 1 2", cskd_table),
+            "python scripts/cskd.py --seeds 0 1 2 3 4", cskd_table),
     Section("teacher_backbones", "Tables I-III: which backbones feed the teacher", ABLATION_RESULTS,
             ABLATIONS, teacher_backbones_table),
     Section("matching", "Table IV: matching in feature spaces", MATCHING_RESULTS,

@@ -84,6 +84,7 @@ EVERY_STAGE = {
     "teacher",
     "pretrain",
     "align",
+    "extract_align",
     "student",
     "evaluate",
 }
@@ -205,10 +206,10 @@ PAPER_TO_TINY = {
     "for student in resnext101_32x8d.fb_swsl_ig1b_ft_in1k resnet50.tv_in1k resnet18.tv_in1k; do": (
         "for student in tf_efficientnet_lite0; do"
     ),
-    # before the KD comparison's own (next): the KD comparison's first seed, its reference
+    # before the KD comparison's own (after them): the KD comparison's first seed, their reference
     "pretraining.py --seeds 0 1 2 3 4": "pretraining.py --seeds 0",
+    "cskd.py --seeds 0 1 2 3 4": "cskd.py --seeds 0",
     "--seeds 0 1 2 3 4": "--seeds 0 1",
-    "cskd.py --seeds 0 1 2": "cskd.py --seeds 0",
     "ablations.py --seeds 0 1 2": "ablations.py --seeds 0",
     "folds_and_outputs.py --seeds 0 1 2": "folds_and_outputs.py --seeds 0",
     "--pad-size 800 --crop-size 640": "--pad-size 64 --crop-size 48",

@@ -39,6 +39,7 @@ def test_the_committed_params_pass(params):
         ("pretrain.task=rank+guess", "pretrain.task"),
         ("align.frozen_epochs=9", "align.frozen_epochs"),
         ("unlabeled.source=web", "unlabeled.source"),
+        ("align.teacher=sometimes", "align.teacher"),  # not a boolean
     ],
 )
 def test_a_bad_value_is_one_error_naming_its_key(params, assignment, named):

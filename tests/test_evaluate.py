@@ -107,9 +107,9 @@ def test_teacher_parameters_are_its_backbones_and_the_distiller_is_counted_apart
 
     model = Distiller(100, (8, 4))
     path = tmp_path / "distiller.pt"
-    save_distiller(
-        path, model, DistillerConfig(hidden=[8, 4]), Task(), ["resnet18.tv_in1k", "resnet50.tv_in1k"], {}
-    )
+    backbones = ["resnet18.tv_in1k", "resnet50.tv_in1k"]
+    metadata = [{"backbone": name} for name in backbones]  # what each feature folder says it holds
+    save_distiller(path, model, DistillerConfig(hidden=[8, 4]), Task(), backbones, metadata)
     costs = {"resnet18.tv_in1k": (11.2, 1.8), "resnet50.tv_in1k": (23.5, 4.1)}
     monkeypatch.setattr(evaluate, "backbone_costs", lambda name, *_size: costs[name])
     cost = evaluate.teacher_costs(path, 224, 224)

@@ -64,3 +64,31 @@ def test_results_record_the_devices_and_precisions_their_models_ran_with(experim
     experiment.write_results(out, {})
     provenance = json.loads(out.read_text())["provenance"]
     assert (provenance["device"], provenance["precision"]) == ("cpu, cuda:0", "bf16, fp32")
+
+
+def test_the_cskd_teacher_never_holds_the_alignment_encoder_among_its_backbones(monkeypatch):
+    """CSKD's "aligned" rows measured more distillation from the teacher's own backbone when the encoder was
+    one of them (the demo's lite2): the CSKD teacher is the distiller's backbones less the encoder, and an
+    encoder that is the only backbone is one line."""
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "scripts"))
+    import cskd
+
+    trio = ["tf_efficientnet_lite0.in1k", "tf_efficientnet_lite1.in1k", "tf_efficientnet_lite2.in1k"]
+    params = {"distiller": {"backbones": trio}}
+    assert cskd.teacher_backbones(params, "tf_efficientnet_lite2.in1k") == trio[:2]
+    assert cskd.teacher_backbones(params, "vit_base_patch16_clip_224.openai") == trio
+    with pytest.raises(UserError, match="distiller.backbones has no backbone besides align.encoder"):
+        cskd.teacher_backbones({"distiller": {"backbones": trio[2:]}}, trio[2])
+
+
+def test_pipeline_inputs_are_the_data_not_the_provenance_a_rerun_rewrites(experiment, tmp_path):
+    """A stage that reruns on the same data writes a new provenance report (git commit, time): counted as an
+    input, it changed every kept run's key, and the KD comparison's runs were no longer found by the scripts
+    that reuse them."""
+    lock = tmp_path / "dvc.lock"
+    outs = [{"path": "reports/provenance/dataset.json", "md5": "a"}, {"path": "metrics/dataset.json", "md5": "b"},
+            {"path": "data/labels.parquet", "md5": "c"}]  # fmt: skip
+    lock.write_text(
+        json.dumps({"schema": "2.0", "stages": {"dataset": {"outs": outs}, "student": {"outs": []}}})
+    )
+    assert experiment.pipeline_inputs(lock) == {"data/labels.parquet": "c"}

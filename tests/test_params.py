@@ -13,7 +13,7 @@ from iaakd.stages import common
 from iaakd.stages.align import align_config
 from iaakd.stages.dataset import data_config
 from iaakd.stages.evaluate import evaluate_config
-from iaakd.stages.extract import extract_config
+from iaakd.stages.extract import extract_config, extraction_settings
 from iaakd.stages.pool import pool_config
 from iaakd.stages.pretrain import pretrain_config
 from iaakd.stages.student import student_config
@@ -46,6 +46,10 @@ def stage_configs(params: dict) -> dict[str, object]:
         },
         "pretrain": pretrain_config(params),
         "align": align_config(params),
+        "extract_align": (  # switched on or off, and the settings it extracts with when on
+            common.aligned_teacher(params),
+            extraction_settings(params, student_config(params).backbone, str(common.ALIGN_MODEL)),
+        ),
         "student": student_config(params),
         "evaluate": evaluate_config(params),
     }

@@ -27,7 +27,7 @@ from iaakd.data.pool import (
 )
 from iaakd.data.scan import scan_images
 from iaakd.errors import UserError
-from iaakd.features import PartWriter, make_table, read_metadata, vector_column
+from iaakd.features import PartWriter, make_table, read_metadata, vector_column, write_empty_features
 from iaakd.models import Distiller
 from iaakd.stages import extract as extract_stage
 from iaakd.stages import pool as pool_stage
@@ -337,7 +337,7 @@ def test_teacher_with_an_empty_pool_writes_exactly_what_it_wrote_without_a_pool(
     without_pool = {part.name: part.read_bytes() for part in (repo / "data" / "teacher").glob("*")}
     write_manifest(empty_manifest(), repo / "data" / "pool" / "manifest.parquet")
     for backbone in ("one", "two"):
-        extract_stage.write_empty_features(repo / "data" / "pool_features" / backbone, backbone, "no image")
+        write_empty_features(repo / "data" / "pool_features" / backbone, backbone, "no image")
     teacher_stage.main([])
     assert {part.name: part.read_bytes() for part in (repo / "data" / "teacher").glob("*")} == without_pool
     assert ds.dataset("data/teacher", format="parquet").count_rows() == 8
@@ -350,7 +350,7 @@ def test_teacher_with_pool_images_lacking_features_of_a_distiller_backbone_is_on
         UserError, match=r"pool_features/two not found: the pool's 3 images .* extract_pool@two"
     ):
         teacher_stage.main([])
-    extract_stage.write_empty_features(repo / "data" / "pool_features" / "two", "two", "something")
+    write_empty_features(repo / "data" / "pool_features" / "two", "two", "something")
     with pytest.raises(UserError, match=r"pool_features/two: no features \(something\)"):
         teacher_stage.main([])
 
@@ -358,7 +358,7 @@ def test_teacher_with_pool_images_lacking_features_of_a_distiller_backbone_is_on
 def test_teacher_of_a_pool_whose_features_were_not_extracted_has_the_labelled_rows_only(teacher_repo, capsys):
     repo, _, _ = teacher_repo
     for backbone in ("one", "two"):
-        extract_stage.write_empty_features(
+        write_empty_features(
             repo / "data" / "pool_features" / backbone, backbone, "student.unlabeled.enabled=false"
         )
     teacher_stage.main([])

@@ -7,7 +7,18 @@ from __future__ import annotations
 import subprocess
 import sys
 
-WITHOUT_TIMM = ("demo", "dataset", "split", "pool", "distill", "teacher", "pretrain", "align", "student")
+WITHOUT_TIMM = (
+    "demo",
+    "dataset",
+    "split",
+    "pool",
+    "extract_align",
+    "distill",
+    "teacher",
+    "pretrain",
+    "align",
+    "student",
+)
 
 
 def test_stages_that_train_no_timm_model_start_without_importing_timm():

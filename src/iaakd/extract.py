@@ -11,6 +11,7 @@ from functools import partial
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
@@ -55,7 +56,15 @@ class Extractor:
 
     @classmethod
     def create(cls, config: ExtractConfig, device: torch.device) -> Extractor:
-        backbone, weights = create_backbone(config.backbone, config.weights)
+        """The extractor of ``config.backbone`` with ``config.weights`` resolved."""
+        return cls.around(*create_backbone(config.backbone, config.weights), config, device)
+
+    @classmethod
+    def around(
+        cls, backbone: nn.Module, weights: WeightsInfo, config: ExtractConfig, device: torch.device
+    ) -> Extractor:
+        """The extractor of a backbone already built (a trained one: CSKD's aligned backbone), whose weights
+        came from ``weights``, with its architecture's normalisation; ``config``'s backbone and weights unread."""
         mean, std = normalisation(backbone)
         mlsp = MLSP(backbone).eval().to(device)
         if config.channels_last:

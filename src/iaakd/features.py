@@ -105,3 +105,13 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> None:
     staging = path.with_name(path.name + ".partial")
     pq.write_table(table, staging, compression="zstd")
     os.replace(staging, path)
+
+
+def write_empty_features(folder: Path, backbone: str, reason: str) -> None:
+    """``folder`` as a valid feature folder without rows: one part with the columns (a ``feature`` of no
+    dimensions: the backbone is not loaded to learn its own) and metadata ``{"backbone", "images": 0, "empty":
+    reason}``, put in place whole."""
+    writer = PartWriter(folder)
+    columns = {"image_id": pa.array([], pa.string()), "feature": pa.array([], pa.list_(pa.float16(), 0))}
+    writer.write(make_table(columns, {"backbone": backbone, "images": 0, EMPTY: reason}))
+    writer.commit()

@@ -202,7 +202,7 @@ def iter_out_of_fold_knowledge(
 
 
 def save_distiller(
-    path: Path, model: Distiller, config: DistillerConfig, task: Task, backbones: list[str], feature_metadata: dict,
+    path: Path, model: Distiller, config: DistillerConfig, task: Task, backbones: list[str], feature_metadata: list[dict],
     folds: list[tuple[list[str], Distiller]] = (),
 ) -> None:  # fmt: skip
     """The distiller with what the teacher stage needs to rebuild it, in a file that loads without pickle code;

@@ -7,7 +7,7 @@ from a repository's root (:meth:`PipelineTables.at`). Nothing here reads params.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -97,13 +97,17 @@ class PipelineTables:
         )
         return VectorRows(matrix, 0, output_size), VectorRows(matrix, output_size, matrix.dim)
 
-    def teacher_input(self, backbones: list[str]) -> tuple[FeatureMatrix, list[dict]]:
-        """The concatenated features of ``backbones`` for every labelled image, as a row matrix on disk
-        (in ``work/features/``, rebuilt when the feature parts or the labels change)."""
+    def teacher_input(
+        self, backbones: list[str], extra: Sequence[Path] = (), work: Path | None = None
+    ) -> tuple[FeatureMatrix, list[dict]]:
+        """The concatenated features of ``backbones`` (then of the feature folders ``extra``: a script's
+        aligned backbone) for every labelled image, as a row matrix on disk, rebuilt when the feature parts
+        or the labels change. ``work``: its folder (by default ``work/features/``), where it replaces the
+        one matrix kept there: a script training on other features gives its own, so the pipeline's stays."""
         self._require(self.labels, "dataset")
         image_ids = pd.read_parquet(self.labels, columns=["image_id"])["image_id"].tolist()
-        return build_feature_matrix([self.features / backbone for backbone in backbones], image_ids,
-                                    self.work / "features", progress=self.progress)  # fmt: skip
+        return build_feature_matrix([self.features / backbone for backbone in backbones] + list(extra),
+                                    image_ids, work or self.work / "features", progress=self.progress)  # fmt: skip
 
     def student_data(self, frame: pd.DataFrame, split_name: str, task: Task, with_teacher: bool,
                      with_tags: bool = False, knowledge: Knowledge | None = None) -> StudentData:  # fmt: skip

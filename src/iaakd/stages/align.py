@@ -1,6 +1,7 @@
 """Stage `align`: CSKD phase 1, the student's backbone aligned to a frozen encoder's embedding (Xu et al.) on
 the pool and the training images, labels unused (models/align.pt, metrics/align.json, plots/align/). Trains
-only when `student.init=align`; otherwise it writes its documented no-op outputs at once."""
+when the student starts from it (`student.init=align`) or the teacher uses it (`align.teacher`); otherwise
+it writes its documented no-op outputs at once."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from iaakd.pretrained import save_backbone, save_switched_off  # noqa: E402
 from iaakd.stages import common  # noqa: E402
 from iaakd.stages.student import student_config  # noqa: E402
 
-MODEL = Path("models/align.pt")
+MODEL = common.ALIGN_MODEL
 METRICS = Path("metrics/align.json")
 PLOTS = Path("plots/align")
 CURVE_COLUMNS = ("epoch", "train_loss", "val_loss", "val_cosine", "val_uncentred_cosine")
@@ -29,7 +30,8 @@ IMAGE_SPLITS = ("train", "unlabeled")  # never val or test
 
 
 def align_config(params: dict) -> AlignConfig:
-    return common.build_config(AlignConfig, common.section(params, "align"), "align")
+    """How to align (``align.*``); who uses the result, ``align.teacher``, is read by :func:`common.aligned_teacher`."""
+    return common.build_config(AlignConfig, common.section(params, "align"), "align", ignore=("teacher",))
 
 
 def alignment_images(manifest: Path = common.POOL_MANIFEST) -> tuple[list[str], dict[str, int]]:
@@ -87,8 +89,8 @@ def main(_argv: list[str]) -> None:
     params = common.load_params()
     student = student_config(params)
     config = align_config(params)
-    if student.init != "align":
-        return switched_off(f"student.init={student.init}")
+    if student.init != "align" and not common.aligned_teacher(params):
+        return switched_off(f"student.init={student.init}, align.teacher=false")
     paths, counts = alignment_images()
     if config.encoder_weights == RANDOM_WEIGHTS:
         print("align: align.encoder_weights=random (asked for by name): the targets come from an untrained"

@@ -39,6 +39,8 @@ DISTILLER_MODEL = Path("models/distiller.pt")
 STUDENT_MODEL = Path("models/student.pt")
 DEMO_ROOT = Path("data/demo")
 WORK_DIR = Path(".work")  # outside DVC's outputs: scan cache, training checkpoints (DESIGN.md)
+ALIGN_MODEL = Path("models/align.pt")
+ALIGNED = "align"  # the aligned backbone among the teacher's (align.teacher): its feature folders' name
 
 
 def tables() -> PipelineTables:
@@ -51,6 +53,12 @@ def task_from_params(params: dict, pipeline: PipelineTables | None = None) -> Ta
     output = section(params, "task").get("output", "distribution")
     cutoff = check_type(section(params, "evaluate").get("cutoff", 5.0), float, "evaluate.cutoff")
     return (pipeline or tables()).task(output, cutoff)
+
+
+def aligned_teacher(params: dict) -> bool:
+    """``align.teacher``: CSKD's aligned backbone serves the teacher too, as one more MLSP backbone of the
+    distiller (its features: stage `extract_align`)."""
+    return check_type(section(params, "align").get("teacher", False), bool, "align.teacher")
 
 
 def load_params(path: Path = PARAMS_FILE) -> dict:

@@ -37,7 +37,8 @@ def metrics(frame, task: Task, mask: np.ndarray, output: np.ndarray) -> dict:
 
 
 def distiller_config(params: dict) -> tuple[DistillerConfig, list[str]]:
-    """``distiller``'s configuration and its backbones (a non-empty subset of features.backbones)."""
+    """``distiller``'s configuration and its backbones (a non-empty subset of features.backbones), then, with
+    ``align.teacher``, the aligned backbone (CSKD: its features from stage `extract_align`)."""
     distiller_params = common.section(params, "distiller")
     config = common.build_config(DistillerConfig, distiller_params, "distiller", ignore=("backbones",))
     backbones = distiller_params.get("backbones") or []
@@ -46,7 +47,7 @@ def distiller_config(params: dict) -> tuple[DistillerConfig, list[str]]:
         backbones and all(b in available for b in backbones),
         f"params: distiller.backbones {backbones} must be a non-empty subset of features.backbones {available}",
     )
-    return config, backbones
+    return config, backbones + ([common.ALIGNED] if common.aligned_teacher(params) else [])
 
 
 def main(_argv: list[str]) -> None:

@@ -48,8 +48,9 @@ class TeacherCosts(NamedTuple):
 def teacher_costs(distiller_file: Path, height: int, width: int) -> TeacherCosts:
     _, saved = load_distiller(distiller_file)
     params_m, macs = 0.0, 0.0
-    for backbone in saved["backbones"]:
-        backbone_params, backbone_macs = backbone_costs(backbone, height, width)
+    # each feature folder's architecture: the aligned backbone's (align.teacher) too, which is named "align"
+    for metadata in saved["feature_metadata"]:
+        backbone_params, backbone_macs = backbone_costs(metadata["backbone"], height, width)
         params_m += backbone_params
         macs += backbone_macs
     distiller_params = sum(

@@ -4,7 +4,7 @@ into data/pool_features/<backbone>/, in the same format, by the same code.
 
 An empty pool, or one the student does not use (``student.unlabeled.enabled: false``), gives at once an empty
 folder without loading the backbone: one part of no rows whose metadata holds ``empty`` (why) instead of the
-backbone's details (:func:`write_empty_features`)."""
+backbone's details (:func:`iaakd.features.write_empty_features`)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pandas as pd
 import PIL
-import pyarrow as pa
 import torch
 
 from iaakd import distributed
@@ -22,7 +21,7 @@ from iaakd.checkpoints import fingerprint
 from iaakd.data.pool import read_manifest
 from iaakd.errors import UserError
 from iaakd.extract import ExtractConfig, Extractor, extract_to_parts
-from iaakd.features import EMPTY, PartWriter, make_table
+from iaakd.features import PartWriter, write_empty_features
 from iaakd.models import resolve_name
 from iaakd.stages import common
 
@@ -72,6 +71,17 @@ def extract_config(params: dict, backbone: str) -> tuple[ExtractConfig, int]:
     if backbone not in features.get("backbones", []):
         raise UserError(f"params: '{backbone}' is not in features.backbones")
     weights = weights_file_of(features).get(backbone, features.get("weights", "auto"))
+    config, rows_per_part = extraction_settings(params, backbone, weights)
+    full_name = resolve_name(backbone)
+    if full_name != backbone:
+        raise UserError(f"params: features.backbones must use full names: '{backbone}' is '{full_name}'")
+    return config, rows_per_part
+
+
+def extraction_settings(params: dict, backbone: str, weights: str) -> tuple[ExtractConfig, int]:
+    """params.yaml's ``features`` settings (input size, batches, precision, decoder, parts) for ``backbone``
+    with ``weights``; a mistake is one line naming the key."""
+    features = common.section(params, "features")
     config = common.build_config(
         ExtractConfig,
         {**features, "backbone": backbone, "weights": weights},
@@ -81,9 +91,6 @@ def extract_config(params: dict, backbone: str) -> tuple[ExtractConfig, int]:
     rows_per_part = common.check_type(features.get("rows_per_part", 4096), int, "features.rows_per_part")
     if rows_per_part <= 0:
         raise UserError(f"params: features.rows_per_part={rows_per_part} must be positive")
-    full_name = resolve_name(backbone)
-    if full_name != backbone:
-        raise UserError(f"params: features.backbones must use full names: '{backbone}' is '{full_name}'")
     return config, rows_per_part
 
 
@@ -114,14 +121,14 @@ def weights_file_of(features: dict) -> dict[str, str]:
     return files
 
 
-def write_empty_features(folder: Path, backbone: str, reason: str) -> None:
-    """``folder`` as a valid feature folder without rows: one part with the columns (a ``feature`` of no
-    dimensions: the backbone is not loaded to learn its own) and metadata ``{"backbone", "images": 0, "empty":
-    reason}``, put in place whole."""
-    writer = PartWriter(folder)
-    columns = {"image_id": pa.array([], pa.string()), "feature": pa.array([], pa.list_(pa.float16(), 0))}
-    writer.write(make_table(columns, {"backbone": backbone, "images": 0, EMPTY: reason}))
-    writer.commit()
+def pool_images(params: dict, manifest: Path) -> tuple[pd.DataFrame | None, str | None]:
+    """The pool's images to extract (:data:`IMAGE_COLUMNS` of ``manifest``); or None, and why none: the
+    student uses no pool, or it is empty."""
+    reason = pool_unused_because(params)
+    if reason is not None:
+        return None, reason
+    images = read_manifest(manifest)
+    return (None, f"{manifest} lists no image") if images.empty else (images[IMAGE_COLUMNS], None)
 
 
 def pool_unused_because(params: dict) -> str | None:
@@ -141,10 +148,12 @@ def extract_images(
     rows_per_part: int,
     ranks: distributed.Ranks,
     device: torch.device,
+    extractor: Extractor | None = None,
 ) -> None:
     """MLSP features of every image of ``images`` (:data:`IMAGE_COLUMNS`) into ``folder``, on ``device`` (one of
-    ``ranks``), resumable: finished parts are kept in ``work_root/<run key>`` until the folder is complete."""
-    extractor = Extractor.create(config, device)
+    ``ranks``), resumable: finished parts are kept in ``work_root/<run key>`` until the folder is complete.
+    ``extractor``: a backbone already built (by default ``config``'s, created here)."""
+    extractor = extractor or Extractor.create(config, device)
     metadata = {
         "backbone": extractor.full_name,
         "weights": extractor.weights.as_dict(),
@@ -192,37 +201,38 @@ def extract_images(
             f"extract {backbone}: {len(images)} images into {folder}, {extractor.mlsp.dim} dimensions "
             f"({extractor.weights.source} weights, {ranks.world} process{'es' if ranks.world > 1 else ''})"
         )
-    distributed.finish(ranks)
 
 
 def extract_pool(backbone: str, params: dict, manifest: Path = common.POOL_MANIFEST,
                  features_dir: Path = common.POOL_FEATURES_DIR) -> None:  # fmt: skip
     """The pool's features for ``backbone`` into ``features_dir/<backbone>``; an empty or unused pool: an
-    empty folder at once (:func:`write_empty_features`), the backbone never loaded."""
+    empty folder at once (:func:`iaakd.features.write_empty_features`), the backbone never loaded."""
     config, rows_per_part = extract_config(params, backbone)
     ranks, device = distributed.start(common.device_from_env())
-    reason = pool_unused_because(params)
-    images = read_manifest(manifest) if reason is None else None
-    if images is not None and images.empty:
-        reason = f"{manifest} lists no image"
-    if reason is None:
+    images, reason = pool_images(params, manifest)
+    if images is not None:
         work_root = common.WORK_DIR / "extract_pool" / backbone  # beside, never in, the labelled images' own
-        return extract_images(backbone, images[IMAGE_COLUMNS], features_dir / backbone, work_root, config,
-                              rows_per_part, ranks, device)  # fmt: skip
-    if ranks.is_main:
+        extract_images(backbone, images, features_dir / backbone, work_root, config, rows_per_part, ranks,
+                       device)  # fmt: skip
+    elif ranks.is_main:
         write_empty_features(features_dir / backbone, backbone, reason)
         print(f"extract {backbone} --pool: no features ({reason})")
     distributed.finish(ranks)
+
+
+def labelled_images() -> pd.DataFrame:
+    """Every labelled image (:data:`IMAGE_COLUMNS`), as data/labels.parquet lists them."""
+    common.require(common.LABELS.is_file(), f"{common.LABELS} not found (run the dataset stage)")
+    return pd.read_parquet(common.LABELS, columns=IMAGE_COLUMNS)
 
 
 def extract_labelled(backbone: str, params: dict) -> None:
     """Every labelled image's features for ``backbone`` into data/features/<backbone>."""
     config, rows_per_part = extract_config(params, backbone)
     ranks, device = distributed.start(common.device_from_env())
-    common.require(common.LABELS.is_file(), f"{common.LABELS} not found (run the dataset stage)")
-    labels = pd.read_parquet(common.LABELS, columns=IMAGE_COLUMNS)
-    extract_images(backbone, labels, common.FEATURES_DIR / backbone, common.WORK_DIR / "extract" / backbone,
-                   config, rows_per_part, ranks, device)  # fmt: skip
+    extract_images(backbone, labelled_images(), common.FEATURES_DIR / backbone,
+                   common.WORK_DIR / "extract" / backbone, config, rows_per_part, ranks, device)  # fmt: skip
+    distributed.finish(ranks)
 
 
 def main(argv: list[str]) -> None:

@@ -22,10 +22,15 @@ POOL_WORK = (
 )  # the pool's row matrix, beside (not replacing) the labelled one
 
 
+def extraction_stage(backbone: str) -> str:
+    """The stage that extracts the pool's features of a distiller ``backbone`` (a feature folder's name)."""
+    return "extract_align" if backbone == common.ALIGNED else f"extract_pool@{backbone}"
+
+
 def pool_input(backbones: list[str], progress: bool = False) -> FeatureMatrix | None:
     """The concatenated features of ``backbones`` for every pool image, as a row matrix on disk; None when
     there is no pool (no manifest, or an empty one) or its features were not extracted (every folder
-    empty, and why, as :func:`iaakd.stages.extract.write_empty_features` writes them). A pool image without
+    empty, and why, as :func:`iaakd.features.write_empty_features` writes them). A pool image without
     features for a distiller backbone is one line naming the folder."""
     if not common.POOL_MANIFEST.is_file():
         return None
@@ -35,14 +40,14 @@ def pool_input(backbones: list[str], progress: bool = False) -> FeatureMatrix | 
     folders = [common.POOL_FEATURES_DIR / backbone for backbone in backbones]
     for folder in folders:
         common.require(folder.is_dir(), f"{folder} not found: the pool's {len(image_ids)} images have no "
-                       f"features of {folder.name} (run extract_pool@{folder.name})")  # fmt: skip
+                       f"features of {folder.name} (run {extraction_stage(folder.name)})")  # fmt: skip
     empty = {folder: read_metadata(folder).get(EMPTY) for folder in folders}
     if all(empty.values()):
         print(f"teacher: no knowledge of the pool's {len(image_ids)} images ({next(iter(empty.values()))})")
         return None
     for folder, reason in empty.items():
         common.require(not reason, f"{folder}: no features ({reason}), unlike the other distiller backbones'; "
-                       f"rerun extract_pool@{folder.name}")  # fmt: skip
+                       f"rerun {extraction_stage(folder.name)}")  # fmt: skip
     matrix, _ = build_feature_matrix(folders, image_ids, POOL_WORK, progress=progress)
     return matrix
 
