@@ -125,6 +125,7 @@ def test_bootstrap_replicates_equal_a_loop_over_metrics_srcc_with_ties():
     assert result.difference == pytest.approx(srcc(a, truth) - srcc(b, truth), abs=1e-12)
     # seed-t with one seed a side: the difference plus or minus t(39 df) times the replicates' sd
     seed_t = paired_difference(a, b, truth, resamples=50, seed=7)
+    assert (result.interval, seed_t.interval) == ("percentile", "seed-t")  # each result says how it was made
     half = stats.t.ppf(0.975, 39) * np.std(looped, ddof=1)
     assert [seed_t.ci95_low, seed_t.ci95_high] == pytest.approx(
         [result.difference - half, result.difference + half]

@@ -320,3 +320,34 @@ def test_kd_gain_per_category_shows_the_papers_gain_beside_each_category():
             with_kd = rows[(table_number, label)]["srcc"]
             without = rows[(table_number, label.replace("✓", "✗"))]["srcc"]
             assert line[header.index("paper gain")] == f"{with_kd - without:+.3f}", (where, line)
+
+
+def test_fig_6_says_its_intervals_are_over_test_images_only_when_each_fold_has_one_seed():
+    """Fig. 6's per-fold intervals resample the fold's test images; with one seed a fold they say nothing of
+    seed-to-seed spread, and the table must say so (issue 26), not when each fold has several seeds."""
+    from report import folds_table
+
+    results = json.loads((REPO_ROOT / "results" / "folds_and_outputs.json").read_text())
+    one_seed = folds_table({**results, "fold_seeds": [0]})
+    several = folds_table({**results, "fold_seeds": [0, 1, 2]})
+    assert "over that fold's test images only" in one_seed
+    assert "over that fold's test images only" not in several
+
+
+def test_paired_tables_name_the_interval_each_result_was_made_with():
+    """Results recomputed with the seed-t interval and results of the earlier percentile bootstrap (written
+    before the method was recorded) sit side by side until every script has run again: each table must say
+    which interval it shows, the earlier one as too narrow (issue 26)."""
+    from report import kd_paired_table
+
+    results = json.loads((REPO_ROOT / "results" / "kd_comparison.json").read_text())
+    methods = {entry["metrics"]["srcc"].get("interval") for entry in results["paired"]}
+    earlier = {**results, "paired": [
+        {**entry, "metrics": {name: {key: value for key, value in metric.items() if key != "interval"}
+                              for name, metric in entry["metrics"].items() if metric is not None}}
+        for entry in results["paired"]
+    ]}  # fmt: skip
+    assert methods == {"seed-t"}
+    assert "95 % seed-t interval" in kd_paired_table(results)
+    assert "earlier percentile bootstrap" in kd_paired_table(earlier)
+    assert "seed-t" not in kd_paired_table(earlier)

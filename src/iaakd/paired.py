@@ -75,6 +75,7 @@ class PairedDifference:
     n_seeds_b: int
     paired_seeds: bool
     resamples: int  # bootstrap replicates kept (those where the metric was defined)
+    interval: str  # how ci95 was made: METHODS' seed-t or percentile
 
     def as_dict(self) -> dict:
         """Plain Python values, ready for JSON."""
@@ -288,6 +289,7 @@ def _one_metric(
         n_seeds_b=config_b.seeds,
         paired_seeds=inputs.paired_seeds,
         resamples=len(kept),
+        interval=method,
     )
 
 
