@@ -169,7 +169,7 @@ def test_the_switched_off_stage_writes_its_no_op_outputs_at_once(tmp_path, monke
     assert seconds < 5
     assert json.loads(Path("metrics/align.json").read_text()) == {
         "trained": False,
-        "reason": "student.init=weights",
+        "reason": "student.init=weights, align.teacher=false",
     }
     assert Path("plots/align/curves.csv").read_text() == (
         "epoch,train_loss,val_loss,val_cosine,val_uncentred_cosine\n"

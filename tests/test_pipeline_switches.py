@@ -144,9 +144,11 @@ def rerun_by(repo: Path, changes: dict, unchanged: frozenset[str] = frozenset())
 SWITCHED_OFF = frozenset({"extract_align"})
 
 
-def test_cskd_switched_on_aligns_gives_the_pool_knowledge_and_each_new_key_reruns_only_what_follows(
+def test_cskd_switched_on_gives_the_pool_knowledge_reruns_only_what_follows_and_can_align_the_teacher(
     tiny_repo,
 ):
+    """CSKD switched on: the pool, its knowledge, the aligned student; what each new key reruns; then the
+    aligned backbone serving the teacher too (aligned_teacher_serves_the_distiller)."""
     set_params(tiny_repo, TINY_CSKD)
     first = run(tiny_repo, "dvc", "repro")
     pool_extraction = {name for name in stages_run(first.stdout) if name.startswith("extract_pool@")}
@@ -192,18 +194,18 @@ def test_cskd_switched_on_aligns_gives_the_pool_knowledge_and_each_new_key_rerun
     assert not pool_change & ({"demo", "dataset", "split", "distill"} | extraction)
     # the switch itself reaches the distiller (its stage lists it), not only through the graph
     assert changed_by(tiny_repo, {("align", "teacher"): True}) == {"align", "extract_align", "distill"}
+    aligned_teacher_serves_the_distiller(tiny_repo)
 
 
-def test_align_teacher_gives_the_distiller_the_aligned_backbones_features_of_labelled_and_pool_images(
-    tiny_repo,
-):
-    """CSKD's aligned encoder serving the teacher too (align.teacher): extract_align's features are the
-    aligned backbone's MLSP features, not the ImageNet lite0's of the same architecture; the distiller
-    trains on them as one more backbone, and the teacher gives the pool its knowledge from all four. The
-    student starts from ImageNet weights: the teacher alone asks the align stage to train."""
-    set_params(tiny_repo, {**TINY_CSKD, ("align", "teacher"): True, ("student", "init"): "weights"})
+def aligned_teacher_serves_the_distiller(tiny_repo: Path) -> None:
+    """CSKD's aligned encoder serving the teacher too (align.teacher), on the CSKD test's pool: extract_align's
+    features are the aligned backbone's MLSP features, not the ImageNet lite0's of the same architecture; the
+    distiller trains on them as one more backbone, and the teacher gives the pool its knowledge from all four.
+    The student starts from ImageNet weights: the teacher alone asks the align stage to train."""
+    set_params(tiny_repo, {("align", "teacher"): True, ("student", "init"): "weights"})
     first = run(tiny_repo, "dvc", "repro")
     assert {"align", "extract_align", "distill", "teacher", "student"} <= stages_run(first.stdout)
+    assert not {"pool", "dataset"} & stages_run(first.stdout)
     assert json.loads((tiny_repo / "metrics" / "align.json").read_text())["trained"]
     assert json.loads((tiny_repo / "metrics" / "student.json").read_text())["init"] == "weights"
     saved = torch.load(tiny_repo / "models" / "distiller.pt", weights_only=True)
