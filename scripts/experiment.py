@@ -364,7 +364,8 @@ class StoredArm(Protocol):
 
 class RunStore:
     """Each finished run's test output rows, at ``root/<fingerprint>/<arm>-seed<seed>.npy`` (and its curves
-    beside them, ``.history.json``, where the script keeps them); the fingerprint covers ``signature`` (the
+    beside them, ``.history.json``, where the script keeps them, and the device and precision it ran with,
+    ``.made.json``); the fingerprint covers ``signature`` (the
     pipeline's inputs, the distiller configuration), the arm's ``store_key``, the seed, the run's student
     configuration and ``extra`` (what else made the run: a pretraining or alignment configuration, a pool),
     so a run made from anything else is not found. Result scripts share a store: the pretraining and CSKD
@@ -396,14 +397,25 @@ class RunStore:
             return None
         return rows
 
-    def save(self, path: Path, rows: np.ndarray, history: History | None = None) -> None:
-        """The run's rows, and its curves where given; curves of an earlier run at ``path`` go with it."""
+    def save(self, path: Path, rows: np.ndarray, precision: str, history: History | None = None) -> None:
+        """The run's rows, the device and ``precision`` it ran with, and its curves where given; curves of
+        an earlier run at ``path`` go with it."""
         if history is not None:
             common.write_json(_history_path(path), {"rows": history})
         else:
             _history_path(path).unlink(missing_ok=True)
+        common.write_json(_made_path(path), {"device": str(common.device_from_env()), "precision": precision})
         with atomic_path(path) as temporary, open(temporary, "wb") as handle:
             np.save(handle, np.asarray(rows), allow_pickle=False)
+
+    @staticmethod
+    def count_as_ran(path: Path) -> None:
+        """A kept run read instead of trained: its device and precision go into the results' provenance
+        (RAN), as a trained one's do; a run kept before they were recorded adds nothing."""
+        made = _made_path(path)
+        if made.is_file():
+            record = json.loads(made.read_text(encoding="utf-8"))
+            RAN.add((record["device"], record["precision"]))
 
     def get(
         self,
@@ -419,9 +431,10 @@ class RunStore:
         path = self.path(arm, seed, config, extra)
         rows = self.load(path, shape, fresh=False if reference else None)
         if rows is not None:
+            self.count_as_ran(path)
             return rows, True
         rows = np.asarray(train())
-        self.save(path, rows)
+        self.save(path, rows, config.precision)
         return rows, False
 
     def get_with_history(
@@ -440,11 +453,12 @@ class RunStore:
         path = self.path(arm, seed, config, extra)
         rows, history_path = self.load(path, shape, fresh=False if reference else None), _history_path(path)
         if rows is not None and history_path.is_file():
+            self.count_as_ran(path)
             return rows, json.loads(history_path.read_text(encoding="utf-8"))["rows"], True
         trained, history = train()
         trained = np.asarray(trained)
         if rows is None:
-            self.save(path, trained, history)
+            self.save(path, trained, config.precision, history)
             return trained, history, False
         self.curve_differences[path.name] = float(np.abs(rows - trained).max())
         if self.curve_differences[path.name]:
@@ -457,3 +471,7 @@ class RunStore:
 
 def _history_path(rows_path: Path) -> Path:
     return rows_path.with_suffix(".history.json")
+
+
+def _made_path(rows_path: Path) -> Path:
+    return rows_path.with_suffix(".made.json")

@@ -66,6 +66,24 @@ def test_results_record_the_devices_and_precisions_their_models_ran_with(experim
     assert (provenance["device"], provenance["precision"]) == ("cpu, cuda:0", "bf16, fp32")
 
 
+def test_results_made_from_kept_runs_alone_name_the_device_those_runs_ran_on(
+    experiment, tmp_path, monkeypatch
+):
+    """A fully resumed script trained nothing itself: its provenance said device null, precision null."""
+    from iaakd.student import StudentConfig
+
+    monkeypatch.setenv("IAAKD_DEVICE", "cpu")
+    config, rows = StudentConfig(epochs=1, precision="bf16"), np.ones((4, 1))
+    arm = type("Arm", (), {"name": "student_kd", "store_key": {"name": "student_kd"}})()
+    experiment.RunStore(tmp_path, {"inputs": {}}).get(arm, 0, config, rows.shape, lambda: rows)
+    experiment.RAN.clear()  # another process: it trains nothing
+    _, loaded = experiment.RunStore(tmp_path, {"inputs": {}}).get(arm, 0, config, rows.shape, pytest.fail)
+    out = tmp_path / "kd.json"
+    experiment.write_results(out, {})
+    provenance = json.loads(out.read_text())["provenance"]
+    assert loaded and (provenance["device"], provenance["precision"]) == ("cpu", "bf16")
+
+
 def test_the_cskd_teacher_never_holds_the_alignment_encoder_among_its_backbones(monkeypatch):
     """CSKD's "aligned" rows measured more distillation from the teacher's own backbone when the encoder was
     one of them (the demo's lite2): the CSKD teacher is the distiller's backbones less the encoder, and an
