@@ -40,6 +40,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -357,8 +358,24 @@ class Background:
 
     def _reproduce(self) -> tuple[Path, subprocess.CompletedProcess]:
         repo = copy_repo(self.build.result(), self.base / "reproduction" / "repo")
-        (repo / "reproduce.sh").write_text("set -euo pipefail\n" + reproduction_commands())
+        # each top-level command's start time, for slowest_commands
+        timing = f'trap \'printf "%s\\t%s\\n" "$SECONDS" "$BASH_COMMAND" >> {COMMAND_TIMES}\' DEBUG\n'
+        (repo / "reproduce.sh").write_text(
+            "set -euo pipefail\n" + timing + reproduction_commands() + "true\n"
+        )
         return repo, self._run(repo, "bash", "reproduce.sh")
+
+    def slowest_commands(self, count: int = 8) -> list[tuple[int, str]]:
+        """The reproduction script's ``count`` slowest commands so far, (seconds, command), slowest first:
+        where the suite's time goes."""
+        times = self.base / "reproduction" / "repo" / COMMAND_TIMES
+        if not times.is_file():
+            return []
+        rows = [
+            line.split("\t", 1) for line in times.read_text(encoding="utf-8").splitlines() if "\t" in line
+        ]
+        spans = [(int(after[0]) - int(start), command) for (start, command), after in pairwise(rows)]
+        return sorted(spans, key=lambda span: -span[0])[:count]
 
     def stop(self) -> None:
         self._stopped = True
@@ -368,6 +385,9 @@ class Background:
         self._thread.join(timeout=60)
 
 
+COMMAND_TIMES = (
+    "command-times.tsv"  # the reproduction script's DEBUG trap: "<seconds since start>\t<command>"
+)
 BACKGROUND: list[Background] = []  # the session's, for the terminal summary
 
 
@@ -383,6 +403,8 @@ def pytest_terminal_summary(terminalreporter) -> None:
     for background in BACKGROUND:
         durations = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in background.seconds.items())
         terminalreporter.write_line(f"in the background (conftest.py): {durations}")
+        for seconds, command in background.slowest_commands():
+            terminalreporter.write_line(f"  {seconds:5d} s  {command[:110]}")
 
 
 @pytest.fixture(scope="session", autouse=True)
