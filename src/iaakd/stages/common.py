@@ -39,7 +39,8 @@ DISTILLER_MODEL = Path("models/distiller.pt")
 STUDENT_MODEL = Path("models/student.pt")
 DEMO_ROOT = Path("data/demo")
 WORK_DIR = Path(".work")  # outside DVC's outputs: scan cache, training checkpoints (DESIGN.md)
-ALIGN_MODEL = Path("models/align.pt")
+PRETRAIN_MODEL = Path("models/pretrain.pt")  # the pretrain stage's backbone (student.init=pretrain)
+ALIGN_MODEL = Path("models/align.pt")  # the align stage's (student.init=align, align.teacher)
 ALIGNED = "align"  # the aligned backbone among the teacher's (align.teacher): its feature folders' name
 
 

@@ -18,7 +18,7 @@ from iaakd.stages import common
 from iaakd.stages.pool import EMBEDDING_CACHE, labelled_images
 from iaakd.stages.student import student_config
 
-MODEL = Path("models/pretrain.pt")
+MODEL = common.PRETRAIN_MODEL
 METRICS = Path("metrics/pretrain.json")
 PLOTS = Path("plots/pretrain")
 POOL_DIR = common.WORK_DIR / "pretrain" / "pool"

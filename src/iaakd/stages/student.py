@@ -11,7 +11,7 @@ from iaakd.stages import common
 from iaakd.student.config import StudentConfig
 from iaakd.student.data import StudentData
 
-INIT_FILES = {"pretrain": Path("models/pretrain.pt"), "align": common.ALIGN_MODEL}  # student.init's
+INIT_FILES = {"pretrain": common.PRETRAIN_MODEL, "align": common.ALIGN_MODEL}  # student.init's
 
 
 def student_config(params: dict) -> StudentConfig:
