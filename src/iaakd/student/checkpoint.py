@@ -84,7 +84,8 @@ def student_from_checkpoint(checkpoint: dict, source: str) -> tuple[Student, Pre
                         semantic=checkpoint["head"].get("semantic", "none"))  # fmt: skip
         model.load_state_dict(checkpoint["state_dict"])
         preprocess = Preprocess.from_dict(checkpoint["preprocess"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+    # AttributeError: a field of another type (head: [])
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:
         detail = first_line(error)
         raise UserError(
             f"{source}: a damaged student checkpoint ({type(error).__name__}: {detail})"
