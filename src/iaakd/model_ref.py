@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from iaakd.data.images import Preprocess
-from iaakd.errors import UserError, first_line
+from iaakd.errors import UserError
 from iaakd.hub_folder import CONFIG_FILE, WEIGHTS_FILE, is_model_folder, read_folder
 from iaakd.models import Student
-from iaakd.models.hub import commit_in, endpoint, offline, reachable, sha256
+from iaakd.models.hub import commit_in, endpoint, fetch_file, offline, reachable, sha256
 from iaakd.student import load_student
 
 HUB_PREFIX = "hf://"
@@ -79,13 +79,7 @@ def repository_files(
     """Files of one revision of a Hub repository, through the Hugging Face cache: downloaded when the Hub
     is reachable and not switched off, else taken from the cache. A missing file, repository or revision is
     one line naming it."""
-    from huggingface_hub import hf_hub_download, try_to_load_from_cache
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        HfHubHTTPError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
+    from huggingface_hub import try_to_load_from_cache
 
     where = f"{repo_id}@{revision}" if revision else repo_id
     problem = "the Hub is switched off (HF_HUB_OFFLINE=1)" if offline() else reachable()
@@ -97,16 +91,7 @@ def repository_files(
                 raise UserError(f"{where}: {filename} is not in the Hugging Face cache and {problem}")
             found[filename] = Path(cached_file)
             continue
-        try:
-            found[filename] = Path(hf_hub_download(repo_id, filename, revision=revision))
-        except RepositoryNotFoundError:
-            raise UserError(f"{repo_id}: no such repository on {endpoint()}") from None
-        except RevisionNotFoundError:
-            raise UserError(f"{where}: no such revision on {endpoint()}") from None
-        except EntryNotFoundError:
-            raise UserError(f"{where}: has no {filename} on {endpoint()}") from None
-        except (HfHubHTTPError, OSError, ValueError) as error:
-            raise UserError(
-                f"{where}: downloading {filename} from {endpoint()} failed: {first_line(error)}"
-            ) from None
+        if (path := fetch_file(repo_id, filename, revision)) is None:
+            raise UserError(f"{where}: has no {filename} on {endpoint()}")
+        found[filename] = path
     return found

@@ -83,12 +83,36 @@ def reachable() -> str | None:
         return f"{url.scheme}://{url.netloc} is not reachable ({first_line(error)})"
 
 
+def fetch_file(repo_id: str, filename: str, revision: str | None = None) -> Path | None:
+    """One file of a Hub repository into the Hugging Face cache (not downloaded again when it is there), or
+    None when the repository has no such file; a missing repository or revision, or a failed download, is
+    one line naming it."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    where = f"{repo_id}@{revision}" if revision else repo_id
+    try:
+        return Path(hf_hub_download(repo_id, filename, revision=revision))
+    except EntryNotFoundError:
+        return None
+    except RepositoryNotFoundError:
+        raise UserError(f"{repo_id}: no such repository on {endpoint()}") from None
+    except RevisionNotFoundError:
+        raise UserError(f"{where}: no such revision on {endpoint()}") from None
+    except (HfHubHTTPError, OSError, ValueError) as error:
+        raise UserError(
+            f"{where}: downloading {filename} from {endpoint()} failed: {first_line(error)}"
+        ) from None
+
+
 def download(repo_id: str) -> HubFile:
     """``repo_id``'s weights file into the Hugging Face cache (nothing is downloaded again when it is
     there); one line naming what failed."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
-
     if offline():
         raise UserError(
             f"{repo_id}: the Hub is switched off (HF_HUB_OFFLINE=1) and the cache has no weights for it"
@@ -96,17 +120,8 @@ def download(repo_id: str) -> HubFile:
     if (problem := reachable()) is not None:
         raise UserError(f"{repo_id}: {problem}")
     for filename in WEIGHT_FILES:
-        try:
-            path = Path(hf_hub_download(repo_id, filename))
-        except EntryNotFoundError:
-            continue
-        except RepositoryNotFoundError:
-            raise UserError(f"{repo_id}: no such repository on {endpoint()}") from None
-        except (HfHubHTTPError, OSError, ValueError) as error:
-            raise UserError(
-                f"{repo_id}: downloading {filename} from {endpoint()} failed: {first_line(error)}"
-            ) from None
-        return HubFile(repo_id, commit_in(path), path)
+        if (path := fetch_file(repo_id, filename)) is not None:
+            return HubFile(repo_id, commit_in(path), path)
     raise UserError(f"{repo_id}: none of {', '.join(WEIGHT_FILES)} on {endpoint()}")
 
 
