@@ -115,8 +115,7 @@ def decode(item: ImageInput, preprocess: Preprocess) -> Image.Image:
     asks), from a file or an image already decoded."""
     if isinstance(item, Image.Image):
         return as_rgb(ImageOps.exif_transpose(item))
-    draft = (preprocess.size, preprocess.size) if preprocess.jpeg_draft else None
-    return load_rgb(item, draft)
+    return load_rgb(item, preprocess.draft_size)
 
 
 def prepare(item: ImageInput, preprocess: Preprocess) -> torch.Tensor:

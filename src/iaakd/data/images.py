@@ -125,9 +125,14 @@ class Preprocess:
         if self.jpeg_draft and (self.mode != "resize" or self.size is None):
             raise ValueError("Preprocess: jpeg_draft needs mode 'resize' to a size")
 
+    @property
+    def draft_size(self) -> tuple[int, int] | None:
+        """What :func:`load_rgb` may decode a JPEG down to (``jpeg_draft``), or None: full size."""
+        return (self.size, self.size) if self.jpeg_draft and self.size else None
+
     def load(self, path: str | Path) -> torch.Tensor:
         """The network input of an image file: decoded (in draft mode when asked), then :meth:`__call__`."""
-        return self(load_rgb(path, (self.size, self.size) if self.jpeg_draft else None))
+        return self(load_rgb(path, self.draft_size))
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         """uint8 (3, H, W): decoding and resizing happen in loader workers; normalising on the device,
