@@ -271,7 +271,7 @@ class Alignments:
                 path, "align", result.backbone, result.weights_source, {"config": dataclasses.asdict(config)}
             )
             common.write_json(cosine_file, cosine)
-            RAN.add(("cpu", "fp32"))
+            RAN.append(("cpu", "fp32"))
             print(f"    held-out cosine {cosine['before']:.3f} -> {cosine['after']:.3f} "
                   f"({cosine['minutes']:.1f} min)", flush=True)  # fmt: skip
         self.made.add(seed)

@@ -9,7 +9,7 @@ import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -30,8 +30,9 @@ from iaakd.teacher import DistillerConfig, iter_knowledge, train_distiller
 
 History = list[dict]  # a run's per-epoch curves (TrainingHistory.rows)
 
-# (device, precision) of every model this process trained: what the results' provenance reports
-RAN: set[tuple[str, str]] = set()
+# (device, precision) of every model this process trained or whose kept outputs it read, in order: what the
+# results' provenance reports, and what a RunStore records beside each run it keeps (the entries its training added)
+RAN: list[tuple[str, str]] = []
 
 
 def seeded_parser(doc: str, seeds: Sequence[int], out: Path) -> argparse.ArgumentParser:
@@ -269,7 +270,7 @@ class StudentRuns:
             precision=config.precision,
             tags=tags(self.test) if config.semantic == "input" else None,
         )
-        RAN.add((str(self.device), config.precision))
+        RAN.append((str(self.device), config.precision))
         return model, preprocess, prediction, history
 
 
@@ -343,7 +344,7 @@ class DistillerRuns:
         outputs, features = zip(*iter_knowledge(model, RowSubset(matrix, rows)), strict=True)
         every_output, every_feature = np.concatenate(outputs), np.concatenate(features)
         position = pd.Index(frame["image_id"])
-        RAN.add(("cpu", "fp32"))  # the distiller trains on the CPU in float32
+        RAN.append(("cpu", "fp32"))  # the distiller trains on the CPU in float32
 
         def knowledge(image_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
             return knowledge_rows(position, image_ids, every_output, every_feature)
@@ -397,25 +398,42 @@ class RunStore:
             return None
         return rows
 
-    def save(self, path: Path, rows: np.ndarray, precision: str, history: History | None = None) -> None:
-        """The run's rows, the device and ``precision`` it ran with, and its curves where given; curves of
-        an earlier run at ``path`` go with it."""
+    def save(
+        self, path: Path, rows: np.ndarray, ran: Sequence[tuple[str, str]], history: History | None = None
+    ) -> None:
+        """The run's rows, the (device, precision) of each model ``ran`` to make them, and its curves where
+        given; curves of an earlier run at ``path`` go with it. The record is written after the rows (a kill
+        between them leaves a run of unknown device, never another run's)."""
         if history is not None:
             common.write_json(_history_path(path), {"rows": history})
         else:
             _history_path(path).unlink(missing_ok=True)
-        common.write_json(_made_path(path), {"device": str(common.device_from_env()), "precision": precision})
+        _made_path(path).unlink(missing_ok=True)
         with atomic_path(path) as temporary, open(temporary, "wb") as handle:
             np.save(handle, np.asarray(rows), allow_pickle=False)
+        common.write_json(_made_path(path), {"ran": sorted({tuple(entry) for entry in ran})})
 
     @staticmethod
     def count_as_ran(path: Path) -> None:
-        """A kept run read instead of trained: its device and precision go into the results' provenance
-        (RAN), as a trained one's do; a run kept before they were recorded adds nothing."""
+        """A kept run read instead of trained: the devices and precisions it ran with go into the results'
+        provenance (RAN), as a trained one's do; a run kept before they were recorded adds nothing."""
         made = _made_path(path)
-        if made.is_file():
-            record = json.loads(made.read_text(encoding="utf-8"))
-            RAN.add((record["device"], record["precision"]))
+        if not made.is_file():
+            return
+        try:
+            RAN.extend(
+                (str(device), str(precision)) for device, precision in json.loads(made.read_text())["ran"]
+            )
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            print(
+                f"{made}: not readable ({type(error).__name__}); the run's device is not reported", flush=True
+            )
+
+    def _trained(self, train: Callable[[], Any]) -> tuple[Any, list[tuple[str, str]]]:
+        """What ``train`` returns, and the (device, precision) entries its training added to RAN."""
+        start = len(RAN)
+        result = train()
+        return result, RAN[start:]
 
     def get(
         self,
@@ -433,8 +451,9 @@ class RunStore:
         if rows is not None:
             self.count_as_ran(path)
             return rows, True
-        rows = np.asarray(train())
-        self.save(path, rows, config.precision)
+        rows, ran = self._trained(train)
+        rows = np.asarray(rows)
+        self.save(path, rows, ran)
         return rows, False
 
     def get_with_history(
@@ -455,11 +474,12 @@ class RunStore:
         if rows is not None and history_path.is_file():
             self.count_as_ran(path)
             return rows, json.loads(history_path.read_text(encoding="utf-8"))["rows"], True
-        trained, history = train()
+        (trained, history), ran = self._trained(train)
         trained = np.asarray(trained)
         if rows is None:
-            self.save(path, trained, config.precision, history)
+            self.save(path, trained, ran, history)
             return trained, history, False
+        self.count_as_ran(path)  # the kept rows stay the run's, and so does their device
         self.curve_differences[path.name] = float(np.abs(rows - trained).max())
         if self.curve_differences[path.name]:
             print(f"{path}: trained again for its curves; its test outputs differ from the kept ones by up to "

@@ -382,7 +382,7 @@ def out_of_fold(pipeline: Pipeline, config: DistillerConfig, store: Path, fresh:
         batches = list(iter_out_of_fold_knowledge(full, fold_models, folds, train_rows, fold_feature))
         return np.concatenate([o for o, _, _ in batches]), np.concatenate([f for _, f, _ in batches])
 
-    RAN.add(("cpu", "fp32"))  # the distiller trains on the CPU in float32
+    RAN.append(("cpu", "fp32"))  # the distiller trains on the CPU in float32
     output, full_feature = knowledge(False)
     _, fold_feature = knowledge(True)
     with atomic_path(path) as temporary, open(temporary, "wb") as handle:

@@ -181,7 +181,7 @@ class Pretrainings:
         save_backbone(
             path, "pretrain", result.backbone, result.weights_source, {"config": dataclasses.asdict(config)}
         )
-        RAN.add(("cpu", "fp32"))
+        RAN.append(("cpu", "fp32"))
         self.accuracy.setdefault(name, {})[seed] = json.loads(accuracy_file.read_text(encoding="utf-8"))
         print(f"    held-out pair accuracy {accuracy['before']['overall']['accuracy']:.3f} -> "
               f"{accuracy['after']['overall']['accuracy']:.3f} ({accuracy['minutes']:.1f} min)", flush=True)  # fmt: skip

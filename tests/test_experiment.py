@@ -2,6 +2,7 @@
 resumable results written so that a kill never leaves a file the next run cannot read."""
 
 import json
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -13,12 +14,14 @@ from iaakd.errors import UserError
 
 
 @pytest.fixture
-def experiment(monkeypatch):
+def experiment(monkeypatch) -> Iterator:
     monkeypatch.syspath_prepend(str(REPO_ROOT / "scripts"))
     import experiment
 
-    monkeypatch.setattr(experiment, "RAN", set())
-    return experiment
+    before = list(experiment.RAN)  # the scripts hold the same list: emptied in place, restored after
+    experiment.RAN.clear()
+    yield experiment
+    experiment.RAN[:] = before
 
 
 def test_knowledge_of_an_id_not_in_the_frame_is_an_error_not_the_last_rows(experiment):
@@ -60,28 +63,44 @@ def test_results_record_the_devices_and_precisions_their_models_ran_with(experim
     out = tmp_path / "kd.json"
     experiment.write_results(out, {})
     assert json.loads(out.read_text())["provenance"]["device"] is None  # nothing trained yet
-    experiment.RAN.update({("cuda:0", "bf16"), ("cpu", "fp32")})
+    experiment.RAN.extend([("cuda:0", "bf16"), ("cpu", "fp32"), ("cpu", "fp32")])
     experiment.write_results(out, {})
     provenance = json.loads(out.read_text())["provenance"]
     assert (provenance["device"], provenance["precision"]) == ("cpu, cuda:0", "bf16, fp32")
 
 
-def test_results_made_from_kept_runs_alone_name_the_device_those_runs_ran_on(
+def test_results_made_from_kept_runs_alone_name_the_devices_those_runs_ran_on(
     experiment, tmp_path, monkeypatch
 ):
-    """A fully resumed script trained nothing itself: its provenance said device null, precision null."""
+    """A fully resumed script trained nothing itself: its provenance said device null, precision null. A kept
+    run records what its training ran (a teacher's distiller on the CPU, a student on IAAKD_DEVICE), whatever
+    the configuration that keys it (a DistillerConfig has no precision)."""
     from iaakd.student import StudentConfig
+    from iaakd.teacher import DistillerConfig
 
-    monkeypatch.setenv("IAAKD_DEVICE", "cpu")
-    config, rows = StudentConfig(epochs=1, precision="bf16"), np.ones((4, 1))
-    arm = type("Arm", (), {"name": "student_kd", "store_key": {"name": "student_kd"}})()
-    experiment.RunStore(tmp_path, {"inputs": {}}).get(arm, 0, config, rows.shape, lambda: rows)
+    def student_and_teacher():
+        experiment.RAN.extend([("cuda", "bf16"), ("cpu", "fp32")])
+        return rows
+
+    rows, store = np.ones((4, 1)), experiment.RunStore(tmp_path, {"inputs": {}})
+    arm = type("Arm", (), {"name": "teacher", "store_key": {"name": "teacher"}})()
+    experiment.RAN.append(("mps", "fp16"))  # an earlier run of this process: not this run's
+    store.get(arm, 0, StudentConfig(epochs=1, precision="bf16"), rows.shape, student_and_teacher)
+    store.get(arm, 1, DistillerConfig(epochs=1), rows.shape, student_and_teacher)
     experiment.RAN.clear()  # another process: it trains nothing
-    _, loaded = experiment.RunStore(tmp_path, {"inputs": {}}).get(arm, 0, config, rows.shape, pytest.fail)
+    _, loaded = experiment.RunStore(tmp_path, {"inputs": {}}).get(
+        arm, 1, DistillerConfig(epochs=1), rows.shape, pytest.fail
+    )
     out = tmp_path / "kd.json"
     experiment.write_results(out, {})
     provenance = json.loads(out.read_text())["provenance"]
-    assert loaded and (provenance["device"], provenance["precision"]) == ("cpu", "bf16")
+    assert loaded and (provenance["device"], provenance["precision"]) == ("cpu, cuda", "bf16, fp32")
+    made = store.path(arm, 0, StudentConfig(epochs=1, precision="bf16")).with_suffix(".made.json")
+    assert json.loads(made.read_text()) == {"ran": [["cpu", "fp32"], ["cuda", "bf16"]]}
+    made.write_text("{")  # damaged: the run still loads, its device is not reported
+    experiment.RAN.clear()
+    _, loaded = store.get(arm, 0, StudentConfig(epochs=1, precision="bf16"), rows.shape, pytest.fail)
+    assert loaded and experiment.RAN == []
 
 
 def test_the_cskd_teacher_never_holds_the_alignment_encoder_among_its_backbones(monkeypatch):

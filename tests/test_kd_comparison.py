@@ -4,6 +4,7 @@ from the results, in the old format (one list of seeds, no paired differences) a
 
 import dataclasses
 import json
+from collections.abc import Iterator
 from types import SimpleNamespace
 
 import numpy as np
@@ -26,11 +27,14 @@ DISTRIBUTION = Task(output="distribution", score_range=(1.0, 10.0), cutoff=5.0)
 
 
 @pytest.fixture
-def kd(monkeypatch):
+def kd(monkeypatch) -> Iterator:
     monkeypatch.syspath_prepend(str(REPO_ROOT / "scripts"))
+    import experiment
     import kd_comparison
 
-    return kd_comparison
+    before = list(experiment.RAN)  # what a kept run adds to the provenance stays in this test
+    yield kd_comparison
+    experiment.RAN[:] = before
 
 
 @pytest.fixture
