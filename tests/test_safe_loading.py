@@ -105,18 +105,19 @@ def test_a_student_given_as_a_distiller_is_refused(tmp_path):
     )
 
 
-@pytest.mark.parametrize(
-    "field, value", [("head", []), ("preprocess", "x"), ("feature_dim", "x"), ("task", 3)]
-)
-def test_a_student_checkpoint_with_a_field_of_the_wrong_type_is_refused_in_one_line(tmp_path, field, value):
+@pytest.mark.parametrize("value", [[], "none", None])
+def test_a_student_checkpoint_whose_head_is_not_a_mapping_is_refused_in_one_line(tmp_path, value):
     """A stranger's file that loads safely but holds, for example, ``head: []`` ended in a traceback."""
     config = StudentConfig(backbone="tf_efficientnet_lite0", weights="random", input_size=32)
     model, preprocess, weights = build_student(config, feature_dim=4)
     path = tmp_path / "student.pt"
     save_student(path, model, preprocess, config, weights, data_source="demo")
     checkpoint = torch.load(path, weights_only=True)
-    torch.save({**checkpoint, field: value}, path)
-    with pytest.raises(UserError, match=r"student\.pt: a damaged student checkpoint \(") as error:
+    torch.save({**checkpoint, "head": value}, path)
+    with pytest.raises(
+        UserError,
+        match=r"student\.pt: a damaged student checkpoint \(TypeError: head is \w+, not a mapping\)$",
+    ) as error:
         load_student(path)
     assert "\n" not in str(error.value)
 

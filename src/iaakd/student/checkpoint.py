@@ -75,6 +75,8 @@ def student_from_checkpoint(checkpoint: dict, source: str) -> tuple[Student, Pre
     they were read (a ``.pt`` file, or a hub folder's JSON and safetensors); a damaged one is refused in one
     line naming ``source``."""
     try:
+        if not isinstance(checkpoint.get("head"), dict):
+            raise TypeError(f"head is {type(checkpoint.get('head')).__name__}, not a mapping")
         task = checkpoint_task(checkpoint)
         with torch.random.fork_rng(
             devices=[]
@@ -84,8 +86,7 @@ def student_from_checkpoint(checkpoint: dict, source: str) -> tuple[Student, Pre
                         semantic=checkpoint["head"].get("semantic", "none"))  # fmt: skip
         model.load_state_dict(checkpoint["state_dict"])
         preprocess = Preprocess.from_dict(checkpoint["preprocess"])
-    # AttributeError: a field of another type (head: [])
-    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
         detail = first_line(error)
         raise UserError(
             f"{source}: a damaged student checkpoint ({type(error).__name__}: {detail})"
