@@ -358,11 +358,13 @@ class Background:
 
     def _reproduce(self) -> tuple[Path, subprocess.CompletedProcess]:
         repo = copy_repo(self.build.result(), self.base / "reproduction" / "repo")
-        # each top-level command's start time, for slowest_commands
-        timing = f'trap \'printf "%s\\t%s\\n" "$SECONDS" "$BASH_COMMAND" >> {COMMAND_TIMES}\' DEBUG\n'
-        (repo / "reproduce.sh").write_text(
-            "set -euo pipefail\n" + timing + reproduction_commands() + "true\n"
+        # each top-level command's start time, and the end (an EXIT trap keeps the script's exit status)
+        line = '"%s\\t%s\\n" "$SECONDS"'
+        timing = (
+            f"trap 'printf {line} \"$BASH_COMMAND\" >> {COMMAND_TIMES}' DEBUG\n"
+            f"trap 'trap - DEBUG; printf {line} end >> {COMMAND_TIMES}' EXIT\n"
         )
+        (repo / "reproduce.sh").write_text("set -euo pipefail\n" + timing + reproduction_commands())
         return repo, self._run(repo, "bash", "reproduce.sh")
 
     def slowest_commands(self, count: int = 8) -> list[tuple[int, str]]:
@@ -371,9 +373,8 @@ class Background:
         times = self.base / "reproduction" / "repo" / COMMAND_TIMES
         if not times.is_file():
             return []
-        rows = [
-            line.split("\t", 1) for line in times.read_text(encoding="utf-8").splitlines() if "\t" in line
-        ]
+        lines = times.read_text(encoding="utf-8").splitlines()
+        rows = [row for row in (line.split("\t", 1) for line in lines) if len(row) == 2 and row[0].isdigit()]
         spans = [(int(after[0]) - int(start), command) for (start, command), after in pairwise(rows)]
         return sorted(spans, key=lambda span: -span[0])[:count]
 
