@@ -422,7 +422,8 @@ class RunStore:
             return
         try:
             RAN.extend(
-                (str(device), str(precision)) for device, precision in json.loads(made.read_text())["ran"]
+                (str(device), str(precision))
+                for device, precision in json.loads(made.read_text(encoding="utf-8"))["ran"]
             )
         except (OSError, ValueError, KeyError, TypeError) as error:
             print(

@@ -303,6 +303,10 @@ def reproduction_commands() -> str:
     )
 
 
+# what the reproduction script's traps write: "<seconds since start>\t<command>" per command, then "<seconds>\tend"
+COMMAND_TIMES = "command-times.tsv"
+
+
 class Background:
     """The shared repository's build, then README's reproduction script in a copy of it, in a thread;
     ``build`` and ``reproduction`` are their futures. ``stop`` kills what is still running."""
@@ -386,9 +390,6 @@ class Background:
         self._thread.join(timeout=60)
 
 
-COMMAND_TIMES = (
-    "command-times.tsv"  # the reproduction script's DEBUG trap: "<seconds since start>\t<command>"
-)
 BACKGROUND: list[Background] = []  # the session's, for the terminal summary
 
 

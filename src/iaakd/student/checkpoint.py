@@ -75,15 +75,16 @@ def student_from_checkpoint(checkpoint: dict, source: str) -> tuple[Student, Pre
     they were read (a ``.pt`` file, or a hub folder's JSON and safetensors); a damaged one is refused in one
     line naming ``source``."""
     try:
-        if not isinstance(checkpoint.get("head"), dict):
-            raise TypeError(f"head is {type(checkpoint.get('head')).__name__}, not a mapping")
+        head = checkpoint.get("head")
+        if not isinstance(head, dict):
+            raise TypeError(f"head is {type(head).__name__}, not a mapping")
         task = checkpoint_task(checkpoint)
         with torch.random.fork_rng(
             devices=[]
         ):  # random weights, overwritten below: the caller's stream stays
             backbone, _ = create_backbone(checkpoint["backbone"], "random", num_classes=0)
             model = Student(backbone, checkpoint["feature_dim"], task.output_size, task.activation,
-                        semantic=checkpoint["head"].get("semantic", "none"))  # fmt: skip
+                        semantic=head.get("semantic", "none"))  # fmt: skip
         model.load_state_dict(checkpoint["state_dict"])
         preprocess = Preprocess.from_dict(checkpoint["preprocess"])
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
