@@ -33,6 +33,9 @@ History = list[dict]  # a run's per-epoch curves (TrainingHistory.rows)
 # (device, precision) of every model this process trained or whose kept outputs it read, in order: what the
 # results' provenance reports, and what a RunStore records beside each run it keeps (the entries its training added)
 RAN: list[tuple[str, str]] = []
+# the commit of the code that runs, read when a script imports this module, at its start: the results it writes
+# hours later name this code, not a commit made while it ran
+CODE_COMMIT = common.git_commit()
 
 
 def seeded_parser(doc: str, seeds: Sequence[int], out: Path) -> argparse.ArgumentParser:
@@ -71,9 +74,8 @@ def write_results(path: Path, results: dict, archive: RunOutputs | None = None) 
         archive.write()
     devices = ", ".join(sorted({device for device, _ in RAN})) or None
     precisions = ", ".join(sorted({precision for _, precision in RAN})) or None
-    common.write_json(
-        path, {**results, "provenance": common.provenance(device=devices, precision=precisions)}
-    )
+    provenance = common.provenance(device=devices, precision=precisions, commit=CODE_COMMIT)
+    common.write_json(path, {**results, "provenance": provenance})
 
 
 class RunOutputs:

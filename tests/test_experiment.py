@@ -2,12 +2,13 @@
 resumable results written so that a kill never leaves a file the next run cannot read."""
 
 import json
+import sys
 from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO_ROOT
+from conftest import GIT_COMMIT, REPO_ROOT, commit, run
 
 from iaakd import atomic
 from iaakd.errors import UserError
@@ -67,6 +68,26 @@ def test_results_record_the_devices_and_precisions_their_models_ran_with(experim
     experiment.write_results(out, {})
     provenance = json.loads(out.read_text())["provenance"]
     assert (provenance["device"], provenance["precision"]) == ("cpu, cuda:0", "bf16, fp32")
+
+
+def test_results_name_the_commit_the_script_started_at_not_one_made_while_it_ran(tmp_path):
+    """results/pretraining.json named the HEAD when it was written, a commit made while the script ran for
+    hours, not the code that ran. A script in a repository that gets a commit between its start
+    and its results: they name the first."""
+    git_repo = tmp_path / "repo"
+    git_repo.mkdir()
+    run(git_repo, "git", "init", "-q")
+    commit(git_repo, "the code that runs")
+    started = run(git_repo, "git", "rev-parse", "HEAD").stdout.strip()
+    script = (
+        "import subprocess, sys, pathlib, experiment\n"
+        "subprocess.run(sys.argv[1:], check=True)\n"  # a commit while the script runs
+        "experiment.write_results(pathlib.Path('out.json'), {})\n"
+    )
+    run(git_repo, sys.executable, "-c", script, *GIT_COMMIT, "--allow-empty", "-q", "-m", "later",
+        env={"PYTHONPATH": str(REPO_ROOT / "scripts")})  # fmt: skip
+    assert run(git_repo, "git", "rev-parse", "HEAD").stdout.strip() != started
+    assert json.loads((git_repo / "out.json").read_text())["provenance"]["git_commit"] == started
 
 
 def test_results_made_from_kept_runs_alone_name_the_devices_those_runs_ran_on(

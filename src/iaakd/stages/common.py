@@ -93,20 +93,26 @@ def require_fraction(key: str, value: float, closed_high: bool = False) -> None:
     )
 
 
-def provenance(*, device: str | None, precision: str | None) -> dict:
+def git_commit() -> str | None:
+    """The commit checked out now (HEAD); None outside a git checkout."""
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def provenance(*, device: str | None, precision: str | None, commit: str | None = None) -> dict:
     """Where and with what a result was produced. No timestamps, so reruns can be byte-identical.
 
     ``device`` and ``precision`` are those the result's models ran with (for example ``"cuda:0"`` and
     ``"bf16"``), required so that no caller can record defaults by accident; ``None`` for a result that
-    ran no model (the dataset stage's statistics), and recorded as ``null``."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = None
+    ran no model (the dataset stage's statistics), and recorded as ``null``. ``commit`` is the code's
+    commit where it was read before now (a results script reads it when it starts: a run of hours
+    outlives later commits); by default HEAD now."""
     return {
-        "git_commit": commit,
+        "git_commit": commit or git_commit(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "timm": version("timm"),  # read, not imported: a stage without timm models does not load it
