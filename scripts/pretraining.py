@@ -67,7 +67,7 @@ from kd_comparison import STORE as KD_STORE
 from iaakd.checkpoints import fingerprint
 from iaakd.data.splits import with_label_fraction
 from iaakd.pretrained import save_backbone
-from iaakd.pretraining.train import PretrainConfig, pretrain_backbone, student_preprocess
+from iaakd.pretraining.train import PretrainConfig, pretrain_backbone, pretraining_preprocess
 from iaakd.stages import common
 from iaakd.stages.pretrain import pool_images, pretrain_config
 from iaakd.student import KDConfig, StudentConfig
@@ -152,9 +152,7 @@ class Pretrainings:
 
     def __init__(self, base: PretrainConfig, student: StudentConfig, root: Path, fresh: bool) -> None:
         self.base, self.student, self.root, self.fresh = base, student, root, fresh
-        self.preprocess = student_preprocess(
-            student.backbone, base.input_size or student.input_size, student.resize_filter
-        )
+        self.preprocess = pretraining_preprocess(base, student)
         self.accuracy: dict[str, dict[int, dict]] = {}  # name -> seed -> held-out pair accuracy, before/after
 
     def config(self, name: str, seed: int) -> PretrainConfig:

@@ -97,8 +97,8 @@ def base_params() -> dict:
         ),
         (
             "student",
-            {"student": {"input_mode": "letterbox"}},
-            "student.input_mode='letterbox' is not one of resize, pad_crop",
+            {"student": {"input_mode": "stretch"}},
+            "student.input_mode='stretch' is not one of resize, pad_crop, letterbox",
         ),
         (
             "student",

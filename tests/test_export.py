@@ -89,3 +89,21 @@ def test_torchscript_is_refused_with_one_line_pointing_to_pt2(tmp_path, capsys):
     )
     assert status == 1 and stderr.count("\n") == 1 and "use --pt2 FILE (torch.export)" in stderr
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_the_export_describes_a_letterboxed_input_as_letterbox_not_as_pad_crop():
+    """A model trained on letterboxed inputs (presets/pfister.yaml) tells a user in another language to fit
+    the long side and pad with black, never to cut out a centre (the description's other non-resize mode)."""
+    from types import SimpleNamespace
+
+    from iaakd.data.images import Preprocess
+    from iaakd.onnx_export import preprocessing_description
+    from iaakd.tasks import Task
+
+    scorer = SimpleNamespace(
+        preprocess=Preprocess(mean=(0.5,) * 3, std=(0.5,) * 3, size=224, mode="letterbox"),
+        task=Task(), checkpoint={}, data_source="demo", model_sha256="0" * 64,
+    )  # fmt: skip
+    resize = preprocessing_description(scorer)["resize"]
+    assert (resize["mode"], resize["size"], resize["keep_aspect_ratio"]) == ("letterbox", [224, 224], True)
+    assert "long side is 224 px" in resize["how"] and "pad_size" not in resize

@@ -31,8 +31,10 @@ from iaakd.pretraining.train import (
     forward_by_level,
     lr_factor,
     pretrain_backbone,
+    pretraining_preprocess,
     student_preprocess,
 )
+from iaakd.student.config import StudentConfig
 
 REPO = Path(__file__).resolve().parents[1]
 PREPROCESS = Preprocess(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), size=32)
@@ -220,6 +222,8 @@ def test_the_pfister_preset_is_the_authors_schedule_and_every_key_exists():
     assert (config.optimiser, config.lr, config.momentum, config.weight_decay) == ("rmsprop", 1e-4, 0.9, 4e-5)
     assert (config.lr_decay, config.batch_size, config.frozen_steps, config.input_size) == (0.9, 5, 200, 224)
     assert preset["student"]["backbone"] == "mobilenetv2_100.ra_in1k"
+    assert config.input_mode == preset["student"]["input_mode"] == "letterbox"
+    assert preset["student"]["input_size"] == 224
 
 
 def test_a_run_with_the_authors_settings_forwards_by_level_in_train_mode_and_decays_the_rate(
@@ -252,3 +256,86 @@ def test_a_run_with_the_authors_settings_forwards_by_level_in_train_mode_and_dec
     assert states[0].optimiser.param_groups[0]["lr"] == pytest.approx(1e-4 * 0.9**5)
     assert [row["epoch"] for row in result.history.rows] == [1, 2]
     assert all(row["train_loss"] >= 1.0 for row in result.history.rows), result.history.rows
+
+
+def _authors_pad_square(image: Image.Image) -> Image.Image:
+    """train_pre/dataset.py's pad_square, as written there (torchvision's Resize on a PIL image)."""
+    from torchvision import transforms
+
+    image = transforms.Resize(224)(image)
+    x, y = image.size
+    size = max(224, x, y)
+    canvas = Image.new("RGB", (size, size), (0, 0, 0))
+    canvas.paste(image, (int((size - x) / 2), int((size - y) / 2)))
+    return transforms.Resize(224)(canvas)
+
+
+@pytest.mark.parametrize("width, height", [(600, 400), (300, 450), (150, 100)])
+def test_letterbox_is_the_authors_pad_square_long_side_to_224_on_black_bars(width, height):
+    """Audit's input row: the authors fit every image, larger or smaller than 224, with its long side to 224
+    on a black square (pad_square); a square resize stretches it and pad_crop never scales a small image up.
+    Same bars, same picture (the two resizes theirs takes against one here differ by filter rounding)."""
+    y, x = np.mgrid[0:height, 0:width]
+    picture = np.stack([x * 255 // width, y * 255 // height, (x + y) * 255 // (width + height)], -1)
+    image = Image.fromarray((40 + picture * 0.7).astype(np.uint8))  # never black: the bars are the only black
+    ours = (
+        Preprocess(mean=(0.5,) * 3, std=(0.5,) * 3, size=224, mode="letterbox")(image)
+        .permute(1, 2, 0)
+        .numpy()
+    )
+    theirs = np.asarray(_authors_pad_square(image))
+    assert ours.shape == theirs.shape == (224, 224, 3)
+    ours_black, theirs_black = ours.max(-1) < 20, theirs.max(-1) < 20
+    assert (ours_black != theirs_black).mean() < 0.01  # the bars agree to a pixel row at their edges
+    content = ~(ours_black | theirs_black)
+    assert np.abs(ours.astype(int) - theirs.astype(int))[content].mean() < 2.0
+    short = min(width, height) * 224 // max(width, height)
+    assert abs(int((~ours_black).any(axis=1 if width > height else 0).sum()) - short) <= 1
+
+
+def test_pretraining_takes_the_students_input_mode_unless_its_own_is_set():
+    """pretrain.input_mode null: the student's (as pretrain.input_size); the preset's letterbox otherwise."""
+    student = StudentConfig(backbone="mobilenetv2_050", input_mode="pad_crop", input_size=64, pad_size=80)
+    followed = pretraining_preprocess(PretrainConfig(), student)
+    assert (followed.mode, followed.size, followed.pad_size) == ("pad_crop", 64, 80)
+    own = pretraining_preprocess(PretrainConfig(input_mode="letterbox", input_size=96), student)
+    assert (own.mode, own.size, own.pad_size) == ("letterbox", 96, None)
+
+
+def test_three_scores_rank_each_pair_by_its_own_groups_head():
+    """The authors' scores="three" (IA.py:63-81, 185-200): a score head per group, a pair of a group's
+    distortion ranked by that group's score only. Hand-made: a technical pair ordered by the technical
+    column and reversed in the others costs nothing; the one-score loss on the style column would."""
+    from iaakd.pretraining.distortions import GROUPS
+    from iaakd.pretraining.losses import pair_scores
+
+    technical, style = GROUPS.index("technical"), GROUPS.index("style")
+    scores = torch.full((3, len(GROUPS)), 0.5)
+    scores[:, technical] = torch.tensor([0.9, 0.6, 0.2])  # reference > step 1 > step 2, by 0.3 or more
+    scores[:, style] = torch.tensor([0.1, 0.5, 0.9])  # the wrong order in another group's head
+    batch = {
+        "pairs": torch.tensor([[0, 1], [0, 2], [1, 2]]),
+        "group": torch.tensor([-1, technical, technical]),
+    }
+    better, worse = pair_scores(scores, batch)
+    assert torch.equal(better, torch.tensor([0.9, 0.9, 0.6])) and torch.equal(
+        worse, torch.tensor([0.6, 0.2, 0.2])
+    )
+    three = pretraining_loss({"score": scores, "auxiliary": {}}, batch, "rank", margin=0.2)
+    assert float(three["rank"]) == 0.0
+    one = pretraining_loss({"score": scores[:, style], "auxiliary": {}}, batch, "rank", margin=0.2)
+    assert float(one["rank"]) == pytest.approx((0.6 + 1.0 + 0.6) / 3)  # max(0, 0.2 - (b - w)) per pair
+
+
+def test_a_run_with_three_scores_trains_a_head_per_group_and_measures_pairs_by_them(pool):
+    """pretrain_backbone with scores="three" end to end (a small random backbone): three score heads, and the
+    held-out accuracy counts every pair of the selected groups."""
+    config = PretrainConfig(scores="three", epochs=1, batch_size=3, variants_per_image=4, held_out_fraction=0.34,
+                            distortions=["technical", "style"])  # fmt: skip
+    heads = PretrainHeads(8, "rank", {"technical": 2, "style": 2}, scores="three")
+    assert heads(torch.zeros(5, 8))["score"].shape == (5, 3)
+    preprocess = student_preprocess("mobilenetv2_050", 32, "bilinear")
+    result = pretrain_backbone(config, "mobilenetv2_050", "random", preprocess, pool, progress=False)
+    after = result.accuracy_after
+    assert after["overall"]["pairs"] > 0 and set(after["by_group"]) == {"technical", "style"}
+    assert 0.0 <= after["overall"]["accuracy"] <= 1.0

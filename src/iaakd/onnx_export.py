@@ -54,6 +54,16 @@ def preprocessing_description(scorer) -> dict:
             resize["jpeg_draft"] = (
                 "JPEGs decoded with libjpeg DCT scaling (Pillow Image.draft) at the smallest of 1/1..1/8 that stays >= S"
             )
+    elif preprocess.mode == "letterbox":
+        resize = {
+            "mode": "letterbox",
+            "size": [size, size],
+            "keep_aspect_ratio": True,
+            "filter": preprocess.resize_filter,
+            "antialias": True,
+            "how": f"scaled (Pillow, {preprocess.resize_filter}) until the long side is {size} px, up or down, "
+            f"then centred on a black {size} x {size} square (left and top offsets rounded down)",
+        }
     else:
         resize = {
             "mode": "pad_crop",

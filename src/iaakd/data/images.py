@@ -21,7 +21,7 @@ RESIZE_FILTERS = {
     "bicubic": Image.Resampling.BICUBIC,
     "lanczos": Image.Resampling.LANCZOS,
 }
-INPUT_MODES = ("resize", "pad_crop")
+INPUT_MODES = ("resize", "pad_crop", "letterbox")
 
 
 # What PIL raises for a file that is not a decodable image: OSError (UnidentifiedImageError, truncated
@@ -103,13 +103,16 @@ class Preprocess:
     (Table VII's 640 x 640): the image centred on a black ``pad_size`` square, then the centre
     ``size`` x ``size`` cut out, so the pixels keep their scale and aspect ratio; an image larger than
     ``pad_size`` is first scaled down to fit (AVA's largest side is 800, the paper's pad size).
+    ``mode="letterbox"`` (Pfister et al.'s ``pad_square``, their ``train_pre/dataset.py``): the image scaled,
+    up or down, until its long side is ``size``, centred on a black ``size`` square: nothing cut, the aspect
+    ratio kept.
     """
 
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     size: int | None = None  # None: full resolution, no resize, no crop
     resize_filter: str = "bilinear"
-    mode: str = "resize"  # resize | pad_crop
+    mode: str = "resize"  # resize | pad_crop | letterbox
     pad_size: int | None = None  # pad_crop: the side of the black square the image is centred on
     jpeg_draft: bool = False  # resize: decode JPEGs at a reduced scale still >= size (see load_rgb)
 
@@ -122,6 +125,8 @@ class Preprocess:
             raise ValueError(
                 f"Preprocess: pad_crop needs pad_size >= size, got {self.pad_size} and {self.size}"
             )
+        if self.mode == "letterbox" and self.size is None:
+            raise ValueError("Preprocess: letterbox needs a size")
         if self.jpeg_draft and (self.mode != "resize" or self.size is None):
             raise ValueError("Preprocess: jpeg_draft needs mode 'resize' to a size")
 
@@ -139,6 +144,8 @@ class Preprocess:
         so a batch crosses to the GPU as bytes, a quarter of float32's size."""
         if self.mode == "pad_crop":
             image = pad_and_centre_crop(image, self.pad_size, self.size, RESIZE_FILTERS[self.resize_filter])
+        elif self.mode == "letterbox":
+            image = letterbox(image, self.size, RESIZE_FILTERS[self.resize_filter])
         elif self.size is not None:
             image = image.resize((self.size, self.size), RESIZE_FILTERS[self.resize_filter])
         return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
@@ -201,6 +208,20 @@ def pad_and_centre_crop(
     # where the image's top-left corner falls inside the crop window of the padded square
     offset = (pad_size - crop_size) // 2
     canvas.paste(image, ((pad_size - image.width) // 2 - offset, (pad_size - image.height) // 2 - offset))
+    return canvas
+
+
+def letterbox(image: Image.Image, size: int, resample: Image.Resampling) -> Image.Image:
+    """``image`` scaled until its long side is ``size`` and centred on a black ``size`` square. The authors'
+    ``pad_square`` gets there in two resizes (short side to 224, then the padded square to 224); one resize
+    here, so the edge pixels of an image differ by the filters' rounding, never by geometry."""
+    scale = size / max(image.size)
+    fitted = image.resize(
+        (max(1, min(size, round(image.width * scale))), max(1, min(size, round(image.height * scale)))),
+        resample,
+    )
+    canvas = Image.new("RGB", (size, size))
+    canvas.paste(fitted, ((size - fitted.width) // 2, (size - fitted.height) // 2))
     return canvas
 
 

@@ -1,7 +1,8 @@
 """The pretraining heads and losses (the authors' ``train_pre/IA.py``, ``train_pre/losses.py``).
 
 - ``rank``: margin ranking (margin 0.2 in the paper) on one score per image from :class:`ScoreHead`
-  (dropout, linear, sigmoid), over the stack's ranking pairs.
+  (dropout, linear, sigmoid), over the stack's ranking pairs. ``scores="three"`` (the authors' option,
+  ``IA.py:63-81``): one score head per distortion group, each pair ranked by its group's head.
 - ``rank+classify``: plus, per group, which of the group's distortions made a variant (cross-entropy).
 - ``rank+regress``: plus, per group, the variant's signed level (step / levels on its side, negative on the
   "neg" side) in its distortion's column, and 0 in that column for its reference (MSE).
@@ -33,6 +34,7 @@ from iaakd.pretraining.distortions import GROUPS
 
 TASKS = ("rank", "rank+classify", "rank+regress")
 BALANCES = ("mean", "authors")
+SCORES = ("one", "three")  # one score head, or one per distortion group (GROUPS' order)
 
 
 def check_task(task: str) -> str:
@@ -53,16 +55,35 @@ class ScoreHead(nn.Module):
         return self.layers(features).squeeze(-1)
 
 
+class GroupScores(nn.Module):
+    """One :class:`ScoreHead` per distortion group: scores of shape (N, len(GROUPS)), GROUPS' order."""
+
+    def __init__(self, in_features: int, dropout: float = 0.2) -> None:
+        super().__init__()
+        self.heads = nn.ModuleDict({group: ScoreHead(in_features, dropout) for group in GROUPS})
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.heads[group](features) for group in GROUPS], dim=-1)
+
+
 class PretrainHeads(nn.Module):
-    """The score head, and for ``rank+classify`` / ``rank+regress`` one auxiliary head per group (dropout,
-    linear to the group's selected distortions: class logits or per-distortion levels)."""
+    """The score head (``scores="one"``; ``"three"``: one per group), and for ``rank+classify`` /
+    ``rank+regress`` one auxiliary head per group (dropout, linear to the group's selected distortions:
+    class logits or per-distortion levels)."""
 
     def __init__(
-        self, in_features: int, task: str, group_sizes: Mapping[str, int], dropout: float = 0.2
+        self,
+        in_features: int,
+        task: str,
+        group_sizes: Mapping[str, int],
+        dropout: float = 0.2,
+        scores: str = "one",
     ) -> None:
         super().__init__()
         self.task = check_task(task)
-        self.score = ScoreHead(in_features, dropout)
+        if scores not in SCORES:
+            raise ValueError(f"pretraining scores {scores!r} is not one of {SCORES}")
+        self.score = ScoreHead(in_features, dropout) if scores == "one" else GroupScores(in_features, dropout)
         self.auxiliary = nn.ModuleDict()
         if task != "rank":
             for group, size in group_sizes.items():
@@ -74,6 +95,22 @@ class PretrainHeads(nn.Module):
             "score": self.score(features),
             "auxiliary": {group: head(features) for group, head in self.auxiliary.items()},
         }
+
+
+def pair_scores(scores: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(better, worse) scores of the batch's pairs: from the one score (N,), or from per-group scores
+    (N, groups) in the column of the pair's group (its worse row's: always a variant)."""
+    pairs = batch["pairs"]
+    if scores.dim() == 1:
+        return scores[pairs[:, 0]], scores[pairs[:, 1]]
+    group = batch["group"][pairs[:, 1]]
+    return scores[pairs[:, 0], group], scores[pairs[:, 1], group]
+
+
+def as_pair_stack(better: torch.Tensor, worse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scores, pairs) whose pairs are (better i, worse i): for the ranking losses on per-pair scores."""
+    pairs = torch.arange(2 * len(better), device=better.device).reshape(2, -1).T
+    return torch.cat([better, worse]), pairs
 
 
 def margin_ranking_loss(scores: torch.Tensor, pairs: torch.Tensor, margin: float = 0.2) -> torch.Tensor:
@@ -182,14 +219,15 @@ def pretraining_loss(
     if balance not in BALANCES:
         raise ValueError(f"pretraining balance {balance!r} is not one of {BALANCES}")
     auxiliary_name = {"rank+classify": "classify", "rank+regress": "regress"}.get(task)
+    scores, pairs = as_pair_stack(*pair_scores(outputs["score"], batch))
     if balance == "authors":  # sums over pairs, each task's put through h
         images = _pool_images(batch)
-        losses = {"rank": summed_ranking_loss(outputs["score"], batch["pairs"], images, margin)}
+        losses = {"rank": summed_ranking_loss(scores, pairs, images, margin)}
         if auxiliary_name:
             losses[auxiliary_name] = summed_auxiliary_loss(task, outputs["auxiliary"], batch, images)
         terms = {name: balanced(loss, temperature) for name, loss in losses.items()}
     else:  # means, added as they are
-        losses = {"rank": margin_ranking_loss(outputs["score"], batch["pairs"], margin)}
+        losses = {"rank": margin_ranking_loss(scores, pairs, margin)}
         if auxiliary_name:
             mean_loss = classification_loss if auxiliary_name == "classify" else regression_loss
             losses[auxiliary_name] = mean_loss(outputs["auxiliary"], batch)

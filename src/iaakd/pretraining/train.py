@@ -30,12 +30,22 @@ from iaakd import models  # names load on first use: a switched-off stage never 
 from iaakd.checkpoints import Checkpoint, fingerprint
 from iaakd.config import param
 from iaakd.data.copies import CopyConfig
-from iaakd.data.images import Preprocess
+from iaakd.data.images import INPUT_MODES, Preprocess
 from iaakd.errors import UserError
 from iaakd.pretraining.dataset import DistortionStackDataset, SharedVariantBatches, collate_stacks
 from iaakd.pretraining.distortions import Distortion, group_members, select_distortions
-from iaakd.pretraining.losses import BALANCES, TASKS, PretrainHeads, margin_ranking_loss, pretraining_loss
+from iaakd.pretraining.losses import (
+    BALANCES,
+    SCORES,
+    TASKS,
+    PretrainHeads,
+    as_pair_stack,
+    margin_ranking_loss,
+    pair_scores,
+    pretraining_loss,
+)
 from iaakd.pretraining.pairs import pair_accuracy
+from iaakd.student.config import StudentConfig
 from iaakd.training import TrainingHistory, TrainingState, fit, resume, seeded
 
 CPU = torch.device("cpu")
@@ -51,6 +61,7 @@ class PretrainConfig:
     seed: int = 0  # the pool (demo), its held-out part, the variants and the training
     copies: CopyConfig = field(default_factory=CopyConfig)  # folders: copies of labelled images dropped
     input_size: int | None = param(None, minimum=32)  # null: the student's input size
+    input_mode: str | None = param(None, choices=INPUT_MODES)  # null: the student's; the authors: letterbox
     distortions: list[str] | None = None  # distortion or group names; null: all three groups
     variants_per_image: int = param(8, above=0)  # sampled per pool image and step (the authors: all 171)
     levels_per_side: int = param(2, minimum=1)  # levels drawn per (distortion, side): pairs within a side
@@ -58,6 +69,9 @@ class PretrainConfig:
     margin: float = param(0.2, above=0)
     auxiliary_weight: float = param(1.0, minimum=0)
     balance: str = param("mean", choices=BALANCES)  # authors: summed terms, each task through exp(z / T)
+    scores: str = param(
+        "one", choices=SCORES
+    )  # three: a score head per distortion group (the authors' option)
     temperature: float = param(50.0, above=0)  # balance=authors: T of exp(z / T)
     level_batches: bool = False  # the step's images share variants; each level forwarded as its own batch
     dropout: float = param(0.2, minimum=0, below=1)
@@ -179,9 +193,10 @@ def held_out_scores(
     better, worse, distortion = [], [], []
     with torch.no_grad():
         for batch in loader:
-            scores = _outputs(model, preprocess, batch, device)["score"].float().cpu()
-            better.append(scores[batch["pairs"][:, 0]])
-            worse.append(scores[batch["pairs"][:, 1]])
+            pair_better, pair_worse = pair_scores(_outputs(model, preprocess, batch, device)["score"].float().cpu(),
+                                                  batch)  # fmt: skip
+            better.append(pair_better)
+            worse.append(pair_worse)
             distortion.append(batch["pair_distortion"])
     return {"better": torch.cat(better), "worse": torch.cat(worse), "distortion": torch.cat(distortion)}
 
@@ -198,8 +213,7 @@ def held_out_accuracy(model: PretrainModel, loader: DataLoader, preprocess: Prep
 def _validate(model: PretrainModel, loader: DataLoader, preprocess: Preprocess, config: PretrainConfig,
               device: torch.device) -> dict:  # fmt: skip
     scores = held_out_scores(model, loader, preprocess, device)
-    pairs = torch.arange(2 * len(scores["better"])).reshape(2, -1).T  # (better i, worse n + i)
-    loss = margin_ranking_loss(torch.cat([scores["better"], scores["worse"]]), pairs, config.margin)
+    loss = margin_ranking_loss(*as_pair_stack(scores["better"], scores["worse"]), config.margin)
     correct = (scores["better"] > scores["worse"]).float() + 0.5 * (
         scores["better"] == scores["worse"]
     ).float()
@@ -232,7 +246,8 @@ def pretrain_backbone(
     with seeded(config.seed) as generator:
         backbone, weights_info = models.create_backbone(backbone_name, weights, num_classes=0)
         heads = PretrainHeads(backbone.num_features, config.task,
-                              {g: len(m) for g, m in group_members(selection).items()}, config.dropout)  # fmt: skip
+                              {g: len(m) for g, m in group_members(selection).items()}, config.dropout,
+                              config.scores)  # fmt: skip
         model = PretrainModel(backbone, heads).to(device)
         optimiser = (
             torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -276,9 +291,25 @@ def pretrain_backbone(
     return PretrainResult(backbone.cpu().eval(), weights_info.as_dict(), history, before, after, selection)
 
 
-def student_preprocess(backbone_name: str, input_size: int, resize_filter: str) -> Preprocess:
-    """The student's input preparation at ``input_size`` for ``backbone_name`` (its normalisation)."""
+def pretraining_preprocess(config: PretrainConfig, student: StudentConfig) -> Preprocess:
+    """The pretraining's input preparation: the student's, at ``config.input_size`` and in
+    ``config.input_mode`` where they are set (null: the student's own)."""
+    return student_preprocess(
+        student.backbone,
+        config.input_size or student.input_size,
+        student.resize_filter,
+        mode=config.input_mode or student.input_mode,
+        pad_size=student.pad_size,
+    )
+
+
+def student_preprocess(
+    backbone_name: str, input_size: int, resize_filter: str, mode: str = "resize", pad_size: int | None = None
+) -> Preprocess:
+    """The student's input preparation at ``input_size`` for ``backbone_name`` (its normalisation), in
+    ``mode`` (:class:`Preprocess`; ``pad_size`` for ``pad_crop``)."""
     with torch.random.fork_rng(devices=[]):  # built for its configuration only: the caller's stream stays
         backbone, _ = models.create_backbone(backbone_name, "random", num_classes=0)
     mean, std = models.normalisation(backbone)
-    return Preprocess(mean=mean, std=std, size=input_size, resize_filter=resize_filter)
+    return Preprocess(mean=mean, std=std, size=input_size, resize_filter=resize_filter, mode=mode,
+                      pad_size=pad_size if mode == "pad_crop" else None)  # fmt: skip

@@ -13,7 +13,7 @@ from iaakd.data.pool import PoolConfig, folder_pool
 from iaakd.errors import UserError
 from iaakd.plots import note_figure, training_curves
 from iaakd.pretrained import save_backbone, save_switched_off
-from iaakd.pretraining.train import PretrainConfig, pretrain_backbone, student_preprocess
+from iaakd.pretraining.train import PretrainConfig, pretrain_backbone, pretraining_preprocess
 from iaakd.stages import common
 from iaakd.stages.pool import EMBEDDING_CACHE, labelled_images
 from iaakd.stages.student import student_config
@@ -77,9 +77,7 @@ def main(_argv: list[str]) -> None:
         return switched_off(f"student.init={student.init}")
     device = common.device_from_env()
     pool, skipped = pool_images(config)
-    preprocess = student_preprocess(
-        student.backbone, config.input_size or student.input_size, student.resize_filter
-    )
+    preprocess = pretraining_preprocess(config, student)
     result = pretrain_backbone(config, student.backbone, student.weights, preprocess, pool,
                                num_workers=common.num_workers_from_env(), progress=common.show_progress(),
                                device=device, work_root=common.WORK_DIR / "pretrain")  # fmt: skip
