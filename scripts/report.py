@@ -197,8 +197,12 @@ def _interval_made(metrics: dict) -> str:
     """How a paired difference's 95 % interval was made (iaakd.paired; results written before it said so
     hold the earlier percentile bootstrap's)."""
     if metrics.get("interval", "percentile") == "seed-t":
-        return ("95 % seed-t interval (the spread over resampled test images and over seeds, a t quantile "
-                "with one degree of freedom fewer than the seeds)")  # fmt: skip
+        if metrics.get("n_seeds_a") == metrics.get("n_seeds_b") == 1:  # no seeds' part to add
+            return ("95 % seed-t interval, with one seed a side its test images' part alone (a t interval "
+                    "from the bootstrap over the test images; another seed's spread is not in it)")  # fmt: skip
+        return ("95 % seed-t interval (the spread over resampled test images and over seeds added, a t "
+                "quantile with Welch-Satterthwaite's degrees of freedom: about one fewer than the seeds where "
+                "the seeds' spread dominates)")  # fmt: skip
     return (
         "95 % interval of the earlier percentile bootstrap over test images and seeds (too narrow at 3 seeds)"
     )

@@ -351,3 +351,15 @@ def test_paired_tables_name_the_interval_each_result_was_made_with():
     assert "95 % seed-t interval" in kd_paired_table(results)
     assert "earlier percentile bootstrap" in kd_paired_table(earlier)
     assert "seed-t" not in kd_paired_table(earlier)
+
+
+def test_a_seed_t_table_with_one_seed_a_side_says_its_interval_has_no_seeds_part():
+    """Fig. 6 runs one seed a fold: its seed-t interval is the test images' part alone (iaakd.paired adds no
+    seeds' part below two seeds), so its caption must not describe a spread over seeds."""
+    from report import folds_table
+
+    results = json.loads((REPO_ROOT / "results" / "folds_and_outputs.json").read_text())
+    one_seed = folds_table({**results, "fold_seeds": [0]})
+    assert {fold["paired"][0]["metrics"]["srcc"]["n_seeds_a"] for fold in results["folds"]} == {1}
+    assert "with one seed a side its test images' part alone" in one_seed
+    assert "over seeds added" not in one_seed
