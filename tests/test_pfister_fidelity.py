@@ -300,6 +300,10 @@ def test_pretraining_takes_the_students_input_mode_unless_its_own_is_set():
     assert (followed.mode, followed.size, followed.pad_size) == ("pad_crop", 64, 80)
     own = pretraining_preprocess(PretrainConfig(input_mode="letterbox", input_size=96), student)
     assert (own.mode, own.size, own.pad_size) == ("letterbox", 96, None)
+    with pytest.raises(UserError, match=r"student.pad_size=80: it must be >= 96"):
+        pretraining_preprocess(
+            PretrainConfig(input_size=96), student
+        )  # the student's pad_crop, a larger size
 
 
 def test_three_scores_rank_each_pair_by_its_own_groups_head():

@@ -143,7 +143,8 @@ def _captioned(image, caption: str):
 
 def display_image(scorer, path: str, network_input):
     """What the map is drawn on: the upright image, scaled to fit DISPLAY_SIDE (a square resize maps back
-    by stretching); for ``pad_crop`` models the model's own input (its crop of the padded image)."""
+    by stretching); for ``pad_crop`` and ``letterbox`` models the model's own input (its crop of the padded image,
+    or the image on its black bars)."""
     from PIL import Image, ImageOps
 
     from iaakd.data.images import load_rgb

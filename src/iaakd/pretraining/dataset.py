@@ -3,7 +3,7 @@
 One item is one pool image: the image decoded, scaled so its short side is ``work_scale`` x the input size
 (the distortions act there; the crop windows and the rotations' box are cut from it), each row of the stack
 made (original, references, variants), then each row turned into the network input by the student's
-:class:`~iaakd.data.images.Preprocess` (its resize or pad-and-crop to the input size, uint8 CHW).
+:class:`~iaakd.data.images.Preprocess` (its resize, pad-and-crop or letterbox to the input size, uint8 CHW).
 
 Variants are drawn anew each epoch: an item's generator is seeded by (seed, epoch, index), so a pool image
 gets other variants (and other noise, another motion-blur direction) every epoch, the same on every run and

@@ -294,12 +294,12 @@ def pretrain_backbone(
 def pretraining_preprocess(config: PretrainConfig, student: StudentConfig) -> Preprocess:
     """The pretraining's input preparation: the student's, at ``config.input_size`` and in
     ``config.input_mode`` where they are set (null: the student's own)."""
+    size, mode = config.input_size or student.input_size, config.input_mode or student.input_mode
+    if mode == "pad_crop" and student.pad_size < size:
+        raise UserError(f"pretrain: pad_crop cuts {size} px out of student.pad_size={student.pad_size}: "
+                        f"it must be >= {size} (pretrain.input_size or student.input_size)")  # fmt: skip
     return student_preprocess(
-        student.backbone,
-        config.input_size or student.input_size,
-        student.resize_filter,
-        mode=config.input_mode or student.input_mode,
-        pad_size=student.pad_size,
+        student.backbone, size, student.resize_filter, mode=mode, pad_size=student.pad_size
     )
 
 
