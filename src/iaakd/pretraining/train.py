@@ -69,9 +69,7 @@ class PretrainConfig:
     margin: float = param(0.2, above=0)
     auxiliary_weight: float = param(1.0, minimum=0)
     balance: str = param("mean", choices=BALANCES)  # authors: summed terms, each task through exp(z / T)
-    scores: str = param(
-        "one", choices=SCORES
-    )  # three: a score head per distortion group (the authors' option)
+    scores: str = param("one", choices=SCORES)  # three: a score head per group (the authors' option)
     temperature: float = param(50.0, above=0)  # balance=authors: T of exp(z / T)
     level_batches: bool = False  # the step's images share variants; each level forwarded as its own batch
     dropout: float = param(0.2, minimum=0, below=1)
@@ -193,8 +191,8 @@ def held_out_scores(
     better, worse, distortion = [], [], []
     with torch.no_grad():
         for batch in loader:
-            pair_better, pair_worse = pair_scores(_outputs(model, preprocess, batch, device)["score"].float().cpu(),
-                                                  batch)  # fmt: skip
+            scores = _outputs(model, preprocess, batch, device)["score"].float().cpu()
+            pair_better, pair_worse = pair_scores(scores, batch)
             better.append(pair_better)
             worse.append(pair_worse)
             distortion.append(batch["pair_distortion"])
